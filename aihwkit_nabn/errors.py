@@ -1,0 +1,29 @@
+"""Exceptions raised by aihwkit-nabn. Each names the problem it reports."""
+
+
+class NABNError(Exception):
+    """Base class of every error raised by aihwkit-nabn."""
+
+
+class NoBatchNormError(NABNError, ValueError):
+    """The model has no (selected) BatchNorm layer that can be calibrated."""
+
+
+class BatchNormConfigError(NABNError, ValueError):
+    """A BatchNorm layer cannot be calibrated as configured (e.g. ``track_running_stats=False``)."""
+
+
+class CalibrationDataError(NABNError, ValueError):
+    """The calibration data is empty, of an unexpected type, or unusable (batches of one sample)."""
+
+
+class NonFiniteActivationError(NABNError, FloatingPointError):
+    """A BatchNorm layer saw NaN or Inf inputs during calibration; the previous statistics were restored."""
+
+
+class DriftTimeError(NABNError, ValueError):
+    """A drift time is negative, NaN or infinite."""
+
+
+class CheckpointError(NABNError, ValueError):
+    """A checkpoint file is missing, unsafe to load, or does not match the model."""
