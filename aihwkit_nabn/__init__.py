@@ -1,0 +1,46 @@
+"""aihwkit-nabn: noise-aware BatchNorm calibration for analog (PCM) inference with IBM aihwkit.
+
+Table of contents
+-----------------
+Deployment on simulated chips
+    PCMInferencePreset, pcm_inference_config, apply_overrides   -- inference rpu_configs
+    to_analog                                                   -- convert a trained model (deep copy)
+    Chip, make_chips, check_drift_time                          -- programmed chips, drifted to time t
+    without_drift_compensation                                  -- raw drifted read-out, for comparison
+    accelerate, restore_stock, is_accelerated                   -- same physics, faster layout
+Noise-aware BatchNorm calibration
+    calibrate_bn, noise_aware_bn                                -- re-estimate BN statistics on the chip
+    restore_bn, snapshot_bn, BNSnapshot, find_bn_layers         -- exact undo
+Drift-over-time evaluation
+    run_sweep, SweepModel, DEFAULT_TIMES                        -- models x methods x times x chips
+    Method, Digital, AnalogUncompensated, GlobalDriftCompensated, NoiseAwareBN, standard_methods
+    Top1Accuracy                                                -- metrics: metric(model) -> float
+    summarize, write_report                                     -- CSV / JSON / Markdown / PNG
+"""
+
+try:  # TEMPORARY while acceleration.py is being written
+    from .acceleration import accelerate, is_accelerated, restore_stock
+except ImportError:  # pragma: no cover
+    pass
+from .batchnorm import BNSnapshot, find_bn_layers, restore_bn, snapshot_bn
+from .batches import TensorBatches
+from .calibration import calibrate_bn, noise_aware_bn
+from .chips import Chip, check_drift_time, make_chips
+from .compensation import without_drift_compensation
+from .deploy import to_analog
+from .errors import (
+    BatchNormConfigError,
+    CalibrationDataError,
+    CheckpointError,
+    DriftTimeError,
+    NABNError,
+    NoBatchNormError,
+    NonFiniteActivationError,
+)
+from .methods import AnalogUncompensated, Digital, GlobalDriftCompensated, Method, NoiseAwareBN, standard_methods
+from .metrics import Top1Accuracy
+from .presets import PCMInferencePreset, apply_overrides, pcm_inference_config
+from .report import summarize, write_report
+from .sweep import DEFAULT_TIMES, SweepModel, run_sweep
+
+__version__ = "0.1.0"

@@ -1,0 +1,116 @@
+"""Deployment methods compared in a drift sweep: small pluggable objects.
+
+A method turns a chip at drift time ``t`` (or the digital model) into the model that is evaluated,
+and says what it cost. The sweep loop only calls :meth:`Method.deploy`, so new methods (BN
+fine-tuning, hardware-aware training) plug in without touching it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Iterator, Optional, Union
+
+import torch
+from torch import nn
+
+from .calibration import calibrate_bn
+from .chips import Chip
+from .compensation import without_drift_compensation
+
+
+@dataclass
+class Deployed:
+    """What a method hands to the evaluation, and what it cost to get there."""
+
+    model: nn.Module
+    unlabeled_samples: int = 0
+    labeled_samples: int = 0
+    trained_params: int = 0
+
+
+class Method(ABC):
+    """A way to deploy a model on a chip. Subclasses set ``name`` and implement :meth:`deploy`.
+
+    ``source`` names which analog variant of a model the method deploys (``"default"``: the converted
+    trained model; a later method can ask for e.g. ``"hwa"``). ``needs_chip = False`` means the
+    method ignores chips (the digital reference).
+    """
+
+    name: str = "method"
+    source: str = "default"
+    needs_chip: bool = True
+
+    @abstractmethod
+    @contextmanager
+    def deploy(self, chip: Optional[Chip], t: float, digital: nn.Module) -> Iterator[Deployed]:
+        """Yield the model to evaluate for ``chip`` at time ``t``; undo any change to the chip on exit."""
+
+    def describe(self) -> Dict[str, Any]:
+        """Return the method's settings, recorded with the sweep."""
+        return {"name": self.name, "source": self.source, "class": type(self).__name__}
+
+
+class Digital(Method):
+    """The digital (floating-point) model: the accuracy ceiling."""
+
+    name = "digital"
+    needs_chip = False
+
+    @contextmanager
+    def deploy(self, chip, t, digital):
+        yield Deployed(digital)
+
+
+class AnalogUncompensated(Method):
+    """The chip as programmed and drifted, with no drift compensation."""
+
+    name = "analog"
+
+    @contextmanager
+    def deploy(self, chip, t, digital):
+        with without_drift_compensation(chip.model):
+            yield Deployed(chip.model)
+
+
+class GlobalDriftCompensated(Method):
+    """The chip with aihwkit's drift compensation from its rpu_config (GlobalDriftCompensation by default)."""
+
+    name = "gdc"
+
+    @contextmanager
+    def deploy(self, chip, t, digital):
+        yield Deployed(chip.model)
+
+
+class NoiseAwareBN(Method):
+    """Drift compensation plus :func:`calibrate_bn` on the chip at each time (Tsai et al. 2020).
+
+    The calibrated BatchNorm state is stored on the chip under ``("nabn", t)``; the chip's previous
+    BN state is restored after the evaluation so other methods see the chip unchanged.
+    """
+
+    name = "nabn"
+
+    def __init__(self, calib_data: Union[torch.Tensor, Iterable[Any]], num_samples: Optional[int] = 1024, **calibrate_kwargs: Any):
+        self.calib_data = calib_data
+        self.num_samples = num_samples
+        self.calibrate_kwargs = calibrate_kwargs
+
+    @contextmanager
+    def deploy(self, chip, t, digital):
+        snapshot = calibrate_bn(chip.model, self.calib_data, num_samples=self.num_samples, **self.calibrate_kwargs)
+        try:
+            chip.save_bn_state(("nabn", t))
+            yield Deployed(chip.model, unlabeled_samples=snapshot.info["samples"])
+        finally:
+            snapshot.restore(chip.model)
+
+    def describe(self):
+        return {**super().describe(), "num_samples": self.num_samples, **{k: repr(v) for k, v in self.calibrate_kwargs.items()}}
+
+
+def standard_methods(calib_data: Union[torch.Tensor, Iterable[Any]], num_samples: Optional[int] = 1024) -> list:
+    """Return the core comparison: ``digital``, ``analog``, ``gdc`` and ``nabn``."""
+    return [Digital(), AnalogUncompensated(), GlobalDriftCompensated(), NoiseAwareBN(calib_data, num_samples)]
