@@ -155,10 +155,10 @@ def run_sweep(
     }
     _check_or_write_config(out_dir / "sweep_config.json", settings, resume, journal_path)
 
+    journal = RowJournal(journal_path)  # opening it first drops a row cut off by a crash
     done = {_row_key(r) for r in read_rows(journal_path)}
     todo = [(mn, c, t, m) for mn in models for c in range(n_chips) for t in times for m in methods
             if (mn, m.name, t, c) not in done]
-    journal = RowJournal(journal_path)
     metric_name = getattr(metric, "name", "metric")
     evaluated = 0
     bar = tqdm(total=len(todo), desc="sweep", unit="eval", disable=not progress)

@@ -1,0 +1,564 @@
+"""CIFAR-10 loading, caching, normalisation, subsets and the shipped demo sample.
+
+The project's copy of CIFAR-10 is a JPEG (quality 75) archive,
+``cifar10_jpg.tar.gz`` with ``train/<class>/NNNN.jpg`` and ``test/<class>/NNNN.jpg``.
+:func:`load_cifar10` also reads torchvision's ``cifar-10-batches-py`` folder and
+ImageFolder-style directories. Decoded splits are cached as uint8 tensor files so
+later runs start in well under a second.
+
+Run ``python -m aihwkit_nabn.data.cifar10 make-demo-sample`` to (re)build the small
+sample shipped in ``aihwkit_nabn/assets/cifar10_sample.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import pickle
+import tarfile
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = [
+    "CLASSES",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "ARCHIVE_NAME",
+    "ARCHIVE_SHA256",
+    "DEMO_SAMPLE_PATH",
+    "find_cifar10_source",
+    "load_cifar10",
+    "default_cache_dir",
+    "normalize",
+    "TensorImageDataset",
+    "make_loader",
+    "stratified_subset",
+    "make_demo_sample",
+    "load_demo_sample",
+]
+
+PathLike = Union[str, os.PathLike]
+
+#: CIFAR-10 class names in index order (sorted, identical to torchvision's ``CIFAR10.classes``).
+CLASSES: Tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+_CLASS_INDEX = {name: i for i, name in enumerate(CLASSES)}
+
+#: Per-channel mean and std of the CIFAR-10 training set (RGB, in [0, 1] units).
+CIFAR10_MEAN: Tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD: Tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+
+#: The project's CIFAR-10 archive and its sha256 (from ``shared/data/README.md``).
+ARCHIVE_NAME = "cifar10_jpg.tar.gz"
+ARCHIVE_SHA256 = "dbe98f1ef6acd78c6ece0538b38efc7504f687ae231bbebc0e11a68cae04a13d"
+
+ENV_SOURCE = "AIHWKIT_NABN_CIFAR10"
+ENV_CACHE = "AIHWKIT_NABN_CACHE"
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+_REPO_ROOT = _PACKAGE_DIR.parent
+DEMO_SAMPLE_PATH = _PACKAGE_DIR / "assets" / "cifar10_sample.pt"
+
+# Bump when the decoded layout changes, so stale cache files are ignored.
+_CACHE_VERSION = 1
+_SPLITS = ("train", "test")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+
+
+# --------------------------------------------------------------------------- sources
+
+def find_cifar10_source(source: Optional[PathLike] = None) -> Path:
+    """Return the CIFAR-10 source to read: ``source``, else ``$AIHWKIT_NABN_CIFAR10``, else a search.
+
+    The search looks for ``../shared/data/cifar10_jpg.tar.gz`` relative to the current
+    directory and relative to the repository root (the parent of the package directory).
+
+    Raises:
+        FileNotFoundError: if the given path does not exist or nothing was found; the
+            message lists every place that was tried and how to pass a path.
+    """
+    if source is not None:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"CIFAR-10 source {str(path)!r} does not exist")
+        return path
+    env = os.environ.get(ENV_SOURCE)
+    if env:
+        path = Path(env).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"${ENV_SOURCE} points to {str(path)!r}, which does not exist")
+        return path
+    tried: List[Path] = []
+    for base in (Path.cwd(), _REPO_ROOT):
+        candidate = (base / ".." / "shared" / "data" / ARCHIVE_NAME).resolve()
+        if candidate not in tried:
+            tried.append(candidate)
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        "could not find the CIFAR-10 data. Looked for: "
+        + ", ".join(str(p) for p in tried)
+        + f". Pass source=<path> (the {ARCHIVE_NAME} archive, a torchvision "
+        "'cifar-10-batches-py' folder or an ImageFolder directory) or set "
+        f"${ENV_SOURCE}=<path>."
+    )
+
+
+def _source_kind(path: Path) -> str:
+    """Classify a source as ``'archive'``, ``'torchvision'`` or ``'imagefolder'``."""
+    if path.is_file():
+        if tarfile.is_tarfile(path):
+            return "archive"
+        raise ValueError(f"{str(path)!r} is a file but not a tar archive")
+    if _torchvision_dir(path) is not None:
+        return "torchvision"
+    return "imagefolder"
+
+
+def _torchvision_dir(path: Path) -> Optional[Path]:
+    """Return the ``cifar-10-batches-py`` folder under or at ``path``, or None."""
+    for candidate in (path / "cifar-10-batches-py", path):
+        if (candidate / "test_batch").is_file() and (candidate / "data_batch_1").is_file():
+            return candidate
+    return None
+
+
+def _fingerprint(path: Path) -> Dict[str, object]:
+    """Identity of a source for the cache key: resolved path, size and mtime.
+
+    A directory's own mtime does not change when a nested file changes, so for
+    directories we fold in the count, total size and latest mtime of all files.
+    """
+    path = path.resolve()
+    if path.is_file():
+        st = path.stat()
+        return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    count = size = mtime = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            st = os.stat(os.path.join(root, name))
+            count += 1
+            size += st.st_size
+            mtime = max(mtime, st.st_mtime_ns)
+    return {"path": str(path), "files": count, "size": size, "mtime_ns": mtime}
+
+
+# --------------------------------------------------------------------------- decoding
+
+def _decode_image(data: bytes, name: str) -> np.ndarray:
+    """Decode one encoded image into a uint8 HWC RGB array, checking it is 32x32."""
+    from PIL import Image  # local import: PIL is only needed when decoding
+
+    with Image.open(io.BytesIO(data)) as img:
+        arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    if arr.shape != (32, 32, 3):
+        raise ValueError(f"{name}: expected a 32x32 RGB image, got shape {arr.shape}")
+    return arr
+
+
+def _decode_many(items: Sequence[Tuple[str, bytes]], progress: bool, desc: str) -> torch.Tensor:
+    """Decode ``(name, bytes)`` pairs into a uint8 tensor ``[N, 3, 32, 32]`` in the given order."""
+    from tqdm.auto import tqdm
+
+    out = np.empty((len(items), 32, 32, 3), dtype=np.uint8)
+
+    def work(i: int) -> None:
+        name, data = items[i]
+        out[i] = _decode_image(data, name)
+
+    # PIL releases the GIL while decoding, so threads use all cores without pickling overhead.
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in tqdm(pool.map(work, range(len(items)), chunksize=256), total=len(items),
+                      desc=desc, disable=not progress, leave=False):
+            pass
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _labels_from_names(names: Iterable[str], where: str) -> torch.Tensor:
+    """Map class folder names to CIFAR-10 indices, with a clear error for unknown names."""
+    labels = []
+    for name in names:
+        if name not in _CLASS_INDEX:
+            raise ValueError(
+                f"{where}: class folder {name!r} is not a CIFAR-10 class ({', '.join(CLASSES)})"
+            )
+        labels.append(_CLASS_INDEX[name])
+    return torch.tensor(labels, dtype=torch.int64)
+
+
+def _decode_archive(path: Path, split: str, progress: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Read ``<split>/<class>/<file>`` members of a tar(.gz) archive without extracting it."""
+    members: Dict[str, bytes] = {}
+    # Stream the archive once (gzip cannot seek backwards cheaply) and keep this split's bytes.
+    with tarfile.open(path, mode="r:*") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            parts = member.name.replace("\\", "/").split("/")
+            if len(parts) < 3 or parts[-3] != split:
+                continue
+            if not parts[-1].lower().endswith(_IMAGE_SUFFIXES):
+                continue
+            fobj = tar.extractfile(member)
+            if fobj is not None:
+                members[member.name] = fobj.read()
+    if not members:
+        raise ValueError(f"archive {str(path)!r} has no '{split}/<class>/<image>' members")
+    names = sorted(members)
+    labels = _labels_from_names((n.replace("\\", "/").split("/")[-2] for n in names), str(path))
+    images = _decode_many([(n, members[n]) for n in names], progress, f"decode {split}")
+    return images, labels
+
+
+def _decode_imagefolder(path: Path, split: str, progress: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Read ``<root>/<split>/<class>/*`` or, if there is no split folder, ``<root>/<class>/*``."""
+    root = path / split if (path / split).is_dir() else path
+    files: List[Path] = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        files.extend(sorted(f for f in class_dir.iterdir()
+                            if f.is_file() and f.suffix.lower() in _IMAGE_SUFFIXES))
+    if not files:
+        raise ValueError(
+            f"no images found in {str(root)!r}; expected <root>/<split>/<class>/*.jpg|png "
+            "or <root>/<class>/*.jpg|png"
+        )
+    labels = _labels_from_names((f.parent.name for f in files), str(root))
+    images = _decode_many([(str(f), f.read_bytes()) for f in files], progress, f"decode {split}")
+    return images, labels
+
+
+def _decode_torchvision(path: Path, split: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Read torchvision's ``cifar-10-batches-py`` pickles (same order as ``torchvision.datasets.CIFAR10``).
+
+    These pickles are the official CIFAR-10 distribution format and contain only
+    numpy arrays and lists; they are read only when the user points at such a folder.
+    """
+    folder = _torchvision_dir(path)
+    assert folder is not None
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    data, labels = [], []
+    for name in names:
+        with open(folder / name, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+    images = torch.from_numpy(np.concatenate(data)).contiguous()
+    return images, torch.tensor(labels, dtype=torch.int64)
+
+
+def _decode(path: Path, kind: str, split: str, progress: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Decode one split of a source of the given kind (no caching)."""
+    if kind == "archive":
+        return _decode_archive(path, split, progress)
+    if kind == "torchvision":
+        return _decode_torchvision(path, split)
+    return _decode_imagefolder(path, split, progress)
+
+
+# --------------------------------------------------------------------------- cache
+
+def default_cache_dir(cache_dir: Optional[PathLike] = None) -> Path:
+    """Return the cache directory: ``cache_dir``, else ``$AIHWKIT_NABN_CACHE``, else ``~/.cache/aihwkit_nabn``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(ENV_CACHE)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "aihwkit_nabn"
+
+
+def _cache_file(cache_dir: Path, fingerprint: Dict[str, object], split: str) -> Path:
+    key = json.dumps({"v": _CACHE_VERSION, "split": split, **fingerprint}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    return cache_dir / f"cifar10_{split}_{digest}.pt"
+
+
+def _atomic_torch_save(obj: object, path: Path) -> None:
+    """Write ``obj`` with ``torch.save`` to a temporary file in the same folder, then rename it into place.
+
+    The rename is atomic, so a crash or a concurrent reader never sees a half-written file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _read_cache(path: Path) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """Return cached ``(images, labels)`` or None if the file is absent or unusable."""
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        images, labels = blob["images"], blob["labels"]
+        if images.dtype != torch.uint8 or labels.dtype != torch.int64 or len(images) != len(labels):
+            return None
+        return images, labels
+    except Exception:  # a corrupt cache is simply rebuilt
+        return None
+
+
+def load_cifar10(
+    split: str,
+    source: Optional[PathLike] = None,
+    cache_dir: Optional[PathLike] = None,
+    *,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Load one CIFAR-10 split as tensors.
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        source: the ``cifar10_jpg.tar.gz`` archive, a torchvision ``CIFAR10`` root (with
+            ``cifar-10-batches-py``) or an ImageFolder directory (``<root>/<split>/<class>/*``
+            or ``<root>/<class>/*``). Default: see :func:`find_cifar10_source`.
+        cache_dir: where decoded splits are cached. Default: see :func:`default_cache_dir`.
+        use_cache: read and write the cache (keyed by the source's path, size and mtime).
+        progress: show a progress bar while decoding.
+
+    Returns:
+        ``(images, labels)``: uint8 ``[N, 3, 32, 32]`` RGB and int64 ``[N]`` class indices
+        (index = position in the sorted class names :data:`CLASSES`). Image files are
+        ordered by sorted path, so the order is deterministic.
+    """
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+    path = find_cifar10_source(source)
+    kind = _source_kind(path)
+    cache_path = None
+    if use_cache:
+        cache_path = _cache_file(default_cache_dir(cache_dir), _fingerprint(path), split)
+        cached = _read_cache(cache_path)
+        if cached is not None:
+            return cached
+    images, labels = _decode(path, kind, split, progress)
+    if cache_path is not None:
+        try:
+            _atomic_torch_save(
+                {"images": images, "labels": labels, "source": str(path.resolve()), "split": split},
+                cache_path,
+            )
+        except OSError as exc:  # a read-only cache dir must not stop the run
+            import warnings
+
+            warnings.warn(f"could not write CIFAR-10 cache {cache_path}: {exc}")
+    return images, labels
+
+
+# --------------------------------------------------------------------------- tensors -> model inputs
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """Convert uint8 images ``[..., 3, H, W]`` to float32 normalised with :data:`CIFAR10_MEAN`/:data:`CIFAR10_STD`.
+
+    Works on any device; returns a new float32 tensor on the same device.
+    """
+    mean = torch.tensor(CIFAR10_MEAN, device=images.device).view(3, 1, 1) * 255.0
+    std = torch.tensor(CIFAR10_STD, device=images.device).view(3, 1, 1) * 255.0
+    return (images.float() - mean) / std
+
+
+class TensorImageDataset(Dataset):
+    """A ``Dataset`` over in-memory uint8 images returning ``(float_image, label)``.
+
+    Args:
+        images: uint8 ``[N, 3, H, W]``.
+        labels: int64 ``[N]``.
+        normalize: apply :func:`normalize`; otherwise images are scaled to ``[0, 1]``.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, normalize: bool = True) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = torch.as_tensor(labels, dtype=torch.int64)
+        self.normalize = normalize
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _convert(self, images: torch.Tensor) -> torch.Tensor:
+        return normalize(images) if self.normalize else images.float() / 255.0
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self._convert(self.images[index]), self.labels[index]
+
+    def __getitems__(self, indices: List[int]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        # DataLoader fetches whole batches through this hook: one vectorised conversion
+        # per batch instead of one per image.
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        images = self._convert(self.images[idx])
+        return list(zip(images.unbind(0), self.labels[idx].unbind(0)))
+
+
+def make_loader(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    shuffle: bool = False,
+    *,
+    normalize: bool = True,
+    seed: Optional[int] = None,
+    drop_last: bool = False,
+    num_workers: int = 0,
+    **kwargs,
+) -> DataLoader:
+    """Return a ``DataLoader`` of normalised ``(float_images, labels)`` batches over in-memory tensors.
+
+    ``seed`` fixes the shuffling order; other keyword arguments go to ``DataLoader``.
+    """
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return DataLoader(
+        TensorImageDataset(images, labels, normalize=normalize),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        generator=generator,
+        **kwargs,
+    )
+
+
+def stratified_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """Pick ``n`` indices with (as nearly as possible) the same count per class, deterministically.
+
+    Each class gets ``n // C`` samples; the ``n % C`` left over go to the lowest class
+    indices. Within a class, samples are drawn by a permutation seeded with ``seed``.
+
+    Returns:
+        int64 tensor of ``n`` sorted indices into ``labels``.
+
+    Raises:
+        ValueError: if ``n`` is not positive or a class has too few samples.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.int64).cpu()
+    if n <= 0 or n > len(labels):
+        raise ValueError(f"n must be in 1..{len(labels)}, got {n}")
+    classes = torch.unique(labels)
+    per_class, extra = divmod(n, len(classes))
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for i, cls in enumerate(classes.tolist()):
+        members = torch.nonzero(labels == cls).flatten()
+        k = per_class + (1 if i < extra else 0)
+        if k > len(members):
+            raise ValueError(f"class {cls} has {len(members)} samples, {k} requested")
+        # Permute every class with the same generator stream: deterministic for a given seed.
+        perm = torch.randperm(len(members), generator=generator)
+        chosen.append(members[perm[:k]])
+    return torch.sort(torch.cat(chosen)).values
+
+
+# --------------------------------------------------------------------------- demo sample
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def make_demo_sample(
+    out_path: Optional[PathLike] = None,
+    source: Optional[PathLike] = None,
+    *,
+    n_test: int = 1000,
+    n_calib: int = 512,
+    seed: int = 0,
+    cache_dir: Optional[PathLike] = None,
+) -> Path:
+    """Write the small CIFAR-10 sample used by the offline demo and the tests.
+
+    It holds ``n_test`` test images (stratified, 100 per class) and ``n_calib`` training
+    images (stratified) as uint8 tensors with their labels, plus a ``meta`` dict
+    (source name, sha256 of the source archive, the chosen indices). The file contains
+    only tensors and plain types, so ``torch.load(..., weights_only=True)`` loads it.
+
+    Returns:
+        the path written (default :data:`DEMO_SAMPLE_PATH`).
+    """
+    out = Path(out_path) if out_path is not None else DEMO_SAMPLE_PATH
+    src = find_cifar10_source(source)
+    test_x, test_y = load_cifar10("test", src, cache_dir)
+    train_x, train_y = load_cifar10("train", src, cache_dir)
+    test_idx = stratified_subset(test_y, n_test, seed)
+    calib_idx = stratified_subset(train_y, n_calib, seed)
+    digest = _sha256(src) if src.is_file() else None
+    meta = {
+        "dataset": "CIFAR-10 (JPEG q75 copy)",
+        "source": src.name,
+        "source_sha256": digest,
+        "source_sha256_expected": ARCHIVE_SHA256 if src.name == ARCHIVE_NAME else None,
+        "seed": seed,
+        "test_indices": test_idx,
+        "calib_indices": calib_idx,
+        "classes": list(CLASSES),
+        "note": "test_* from the test split, calib_* from the training split; stratified_subset(labels, n, seed)",
+    }
+    blob = {
+        "test_images": test_x[test_idx].clone(),
+        "test_labels": test_y[test_idx].clone(),
+        "calib_images": train_x[calib_idx].clone(),
+        "calib_labels": train_y[calib_idx].clone(),
+        "meta": meta,
+    }
+    _atomic_torch_save(blob, out)
+    return out
+
+
+def load_demo_sample(path: Optional[PathLike] = None) -> Dict[str, object]:
+    """Load the shipped CIFAR-10 sample.
+
+    Returns:
+        dict with ``test_images`` (uint8 ``[1000, 3, 32, 32]``), ``test_labels`` (int64),
+        ``calib_images`` (uint8 ``[512, 3, 32, 32]``), ``calib_labels`` (int64) and ``meta``.
+    """
+    p = Path(path) if path is not None else DEMO_SAMPLE_PATH
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"demo sample {str(p)!r} not found; build it with "
+            "`python -m aihwkit_nabn.data.cifar10 make-demo-sample`"
+        )
+    return torch.load(p, map_location="cpu", weights_only=True)
+
+
+# --------------------------------------------------------------------------- command line
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command line: ``python -m aihwkit_nabn.data.cifar10 make-demo-sample [--source S] [--out P]``."""
+    parser = argparse.ArgumentParser(prog="python -m aihwkit_nabn.data.cifar10")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("make-demo-sample", help="write the shipped CIFAR-10 demo sample")
+    demo.add_argument("--source", default=None, help="CIFAR-10 archive or folder")
+    demo.add_argument("--out", default=None, help=f"output file (default {DEMO_SAMPLE_PATH})")
+    demo.add_argument("--cache-dir", default=None)
+    args = parser.parse_args(argv)
+    if args.command == "make-demo-sample":
+        out = make_demo_sample(args.out, args.source, cache_dir=args.cache_dir)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
