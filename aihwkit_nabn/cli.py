@@ -42,10 +42,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a digital CIFAR-10 baseline and save its checkpoint."""
     from .training import train_baseline  # pylint: disable=import-outside-toplevel
 
-    hparams = {k: getattr(args, k) for k in ("batch_size", "lr", "weight_decay", "label_smoothing") if getattr(args, k) is not None}
+    hparams = {k: getattr(args, k) for k in ("batch_size", "lr", "weight_decay", "label_smoothing", "max_seconds")
+               if getattr(args, k) is not None}
     result = train_baseline(args.arch, epochs=args.epochs, out_path=args.out, data_source=args.data, seed=args.seed,
                             device=args.device, progress=not args.quiet, **hparams)
-    print(json.dumps({"arch": args.arch, "top1": result["top1"], "seconds": result["seconds"], "out": result["out_path"]}, indent=1))
+    print(json.dumps({"arch": args.arch, "top1": result["top1"], "seconds": result["seconds"], "out": result["out_path"],
+                      "epochs_done": result["epochs_done"], "finished": result["finished"]}, indent=1))
     return 0
 
 
@@ -142,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop after the epoch that ends past this many seconds; re-run the same command to resume")
     p.add_argument("--device", default=None)
     p.add_argument("--quiet", action="store_true")
 
