@@ -52,60 +52,20 @@ from aihwkit.simulator.parameters.enums import (  # noqa: E402
 )
 
 from aihwkit_nabn.acceleration import accelerate, acceleration_report  # noqa: E402
+from aihwkit_nabn.calibration import calibrate_bn  # noqa: E402
+from aihwkit_nabn.models import create_model  # noqa: E402
+from aihwkit_nabn.presets import PCMInferencePreset  # noqa: E402
 
 
 # ------------------------------------------------------------------ models
-
-
-def _fallback_resnet(depth: int, num_classes: int = 10) -> nn.Module:
-    """Minimal CIFAR ResNet (He et al. 2016, option-B 1x1 shortcuts)."""
-
-    class Block(nn.Module):
-        def __init__(self, cin: int, cout: int, stride: int):
-            super().__init__()
-            self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.b1 = nn.BatchNorm2d(cout)
-            self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.b2 = nn.BatchNorm2d(cout)
-            self.sc = nn.Sequential()
-            if stride != 1 or cin != cout:
-                self.sc = nn.Sequential(
-                    nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-                )
-
-        def forward(self, x):  # pylint: disable=arguments-differ
-            out = torch.relu(self.b1(self.c1(x)))
-            return torch.relu(self.b2(self.c2(out)) + self.sc(x))
-
-    n = (depth - 2) // 6
-    layers: List[nn.Module] = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
-    cin = 16
-    for cout, stride in ((16, 1), (32, 2), (64, 2)):
-        for i in range(n):
-            layers.append(Block(cin, cout, stride if i == 0 else 1))
-            cin = cout
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes)]
-    return nn.Sequential(*layers)
-
-
-def create_model(name: str) -> nn.Module:
-    try:
-        from aihwkit_nabn.models import create_model as _create  # pylint: disable=import-outside-toplevel
-
-        return _create(name)
-    except ImportError:
-        return _fallback_resnet(int(name.replace("resnet", "")))
 
 
 # ------------------------------------------------------------------ configs
 
 
 def pcm_config() -> TorchInferenceRPUConfig:
-    rpu = TorchInferenceRPUConfig()
-    rpu.noise_model = PCMLikeNoiseModel(g_max=25.0)
-    rpu.drift_compensation = GlobalDriftCompensation()
-    rpu.mapping.weight_scaling_omega = 1.0
-    return rpu
+    """The plugin's default inference preset (PCM noise + drift, global drift compensation)."""
+    return PCMInferencePreset()
 
 
 def hwa_config() -> TorchInferenceRPUConfig:
@@ -237,6 +197,22 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> Di
     inf["speedup_accelerated_vs_stock"] = inf["stock"]["median_s"] / inf["accelerated"]["median_s"]
     inf["slowdown_accelerated_vs_digital"] = inf["accelerated"]["median_s"] / inf["digital"]["median_s"]
     out["inference"] = inf
+
+    # --- calibrate_bn on --calib-images images ------------------------------
+    calib_x = torch.randn(args.calib_images, 3, 32, 32, generator=gen).to(device)
+
+    def calibrate(model: nn.Module) -> Callable[[], Any]:
+        def _run():
+            snapshot = calibrate_bn(model, calib_x, num_samples=args.calib_images, batch_size=args.calib_batch)
+            snapshot.restore(model)
+
+        return _run
+
+    cal: Dict[str, Any] = measure(
+        {"stock": calibrate(stock), "accelerated": calibrate(acc)}, device, 1, max(1, args.iters // 4)
+    )
+    cal["speedup_accelerated_vs_stock"] = cal["stock"]["median_s"] / cal["accelerated"]["median_s"]
+    out["calibrate_bn"] = cal
     del stock, acc
 
     # --- HWA training step ------------------------------------------------
@@ -326,6 +302,22 @@ def to_markdown(res: Dict[str, Any]) -> str:
             if cuda:
                 row += f" {t['stock']['peak_mem_mib']:.0f} / {t['accelerated']['peak_mem_mib']:.0f} |"
             lines.append(row)
+    lines += [
+        "",
+        f"## calibrate_bn on {res['args']['calib_images']} images (batch {res['args']['calib_batch']})",
+        "",
+        "| model | stock s | accelerated s | speed-up |" + (" peak MiB stock / accel. |" if cuda else ""),
+        "|---|---|---|---|" + ("---|" if cuda else ""),
+    ]
+    for m in res["models"]:
+        c = m["calibrate_bn"]
+        row = (
+            f"| {m['model']} | {c['stock']['median_s']:.3f} | {c['accelerated']['median_s']:.3f} | "
+            f"{c['speedup_accelerated_vs_stock']:.2f}x |"
+        )
+        if cuda:
+            row += f" {c['stock']['peak_mem_mib']:.0f} / {c['accelerated']['peak_mem_mib']:.0f} |"
+        lines.append(row)
     not_acc = {m["model"]: m["not_accelerated"] for m in res["models"] if m["not_accelerated"]}
     if not_acc:
         lines += ["", "## Layers left on the stock path", "", "```", json.dumps(not_acc, indent=1), "```"]
@@ -341,6 +333,8 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     parser.add_argument("--models", default="resnet20,resnet32,resnet56")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     parser.add_argument("--skip-train", action="store_true", help="inference only")
+    parser.add_argument("--calib-images", type=int, default=1024, help="images per calibrate_bn call (default 1024)")
+    parser.add_argument("--calib-batch", type=int, default=256, help="calibration batch size (default 256)")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
