@@ -11,9 +11,13 @@ Deployment on simulated chips
 Noise-aware BatchNorm calibration
     calibrate_bn, noise_aware_bn                                -- re-estimate BN statistics on the chip
     restore_bn, snapshot_bn, BNSnapshot, find_bn_layers         -- exact undo
+BatchNorm-only fine-tuning (Bhattacharjee et al. 2023)
+    finetune_bn, finetuned_bn                                   -- train gamma/beta (and stats) on the chip
+    freeze_all_but_bn, bn_parameters, bn_optimizer              -- the same in your own training loop
 Drift-over-time evaluation
     run_sweep, SweepModel, DEFAULT_TIMES                        -- models x methods x times x chips
     Method, Digital, AnalogUncompensated, GlobalDriftCompensated, NoiseAwareBN, standard_methods
+    BNFineTune                                                  -- method "bnft": finetune_bn per chip and time
     Top1Accuracy                                                -- metrics: metric(model) -> float
     summarize, write_report                                     -- CSV / JSON / Markdown / PNG
 """
@@ -33,11 +37,14 @@ from .errors import (
     CalibrationDataError,
     CheckpointError,
     DriftTimeError,
+    FineTuneError,
     NABNError,
     NoBatchNormError,
     NonFiniteActivationError,
 )
+from .finetune import FrozenModel, bn_optimizer, bn_parameters, finetune_bn, finetuned_bn, freeze_all_but_bn
 from .methods import AnalogUncompensated, Digital, GlobalDriftCompensated, Method, NoiseAwareBN, standard_methods
+from .methods import BNFineTune
 from .metrics import Top1Accuracy
 from .presets import PCMInferencePreset, apply_overrides, pcm_inference_config
 from .report import summarize, write_report

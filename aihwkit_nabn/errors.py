@@ -27,3 +27,7 @@ class DriftTimeError(NABNError, ValueError):
 
 class CheckpointError(NABNError, ValueError):
     """A checkpoint file is missing, unsafe to load, or does not match the model."""
+
+
+class FineTuneError(NABNError, ValueError):
+    """BatchNorm fine-tuning failed (a non-scalar, NaN/Inf or gradient-free loss); the previous BN state was restored."""

@@ -114,3 +114,54 @@ class NoiseAwareBN(Method):
 def standard_methods(calib_data: Union[torch.Tensor, Iterable[Any]], num_samples: Optional[int] = 1024) -> list:
     """Return the core comparison: ``digital``, ``analog``, ``gdc`` and ``nabn``."""
     return [Digital(), AnalogUncompensated(), GlobalDriftCompensated(), NoiseAwareBN(calib_data, num_samples)]
+
+
+class BNFineTune(Method):
+    """Drift compensation plus BatchNorm-only fine-tuning on the chip at each time (Bhattacharjee et al. 2023).
+
+    :func:`finetune_bn` with ``train="both"``: the BN statistics are re-estimated from ``calib_data``
+    (unlabeled, as :class:`NoiseAwareBN`), then gamma and beta are trained for ``steps`` steps on
+    ``labeled_data`` through the chip's own forward pass; all other weights stay frozen. The result is
+    stored on the chip under ``("bnft", t)``; the chip's previous BN state is restored after the evaluation.
+    """
+
+    name = "bnft"
+
+    def __init__(
+        self,
+        calib_data: Union[torch.Tensor, Iterable[Any]],
+        labeled_data: Iterable[Any],
+        *,
+        num_samples: Optional[int] = 1024,
+        labeled_samples: Optional[int] = None,
+        steps: int = 200,
+        lr: float = 1e-3,
+        **finetune_kwargs: Any,
+    ):
+        self.calib_data = calib_data
+        self.labeled_data = labeled_data
+        self.num_samples = num_samples
+        self.labeled_samples = labeled_samples
+        self.steps = steps
+        self.lr = lr
+        self.finetune_kwargs = finetune_kwargs
+
+    @contextmanager
+    def deploy(self, chip, t, digital):
+        from .finetune import finetune_bn  # pylint: disable=import-outside-toplevel
+
+        snapshot = finetune_bn(
+            chip.model, self.labeled_data, train="both", calib_data=self.calib_data, num_samples=self.num_samples,
+            labeled_samples=self.labeled_samples, steps=self.steps, lr=self.lr, **self.finetune_kwargs,
+        )
+        try:
+            chip.save_bn_state(("bnft", t))
+            info = snapshot.info
+            yield Deployed(chip.model, unlabeled_samples=info["unlabeled_samples"],
+                           labeled_samples=info["labeled_samples"], trained_params=info["trained_params"])
+        finally:
+            snapshot.restore(chip.model)
+
+    def describe(self):
+        return {**super().describe(), "num_samples": self.num_samples, "labeled_samples": self.labeled_samples,
+                "steps": self.steps, "lr": self.lr, **{k: repr(v) for k, v in self.finetune_kwargs.items()}}

@@ -339,6 +339,8 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
 
     device = torch.device(args.device)
     is_cuda = device.type == "cuda"
+    if is_cuda and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     if args.batch_size is None:
         args.batch_size = 512 if is_cuda else 32
     if args.iters is None:
