@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from .calibration import calibrate_bn
-from .chips import Chip
+from .batchnorm import snapshot_bn
+from .chips import Chip, check_drift_time
 from .compensation import without_drift_compensation
 
 
@@ -41,6 +42,18 @@ class Method(ABC):
     name: str = "method"
     source: str = "default"
     needs_chip: bool = True
+
+    def named(self, name: Optional[str] = None, source: Optional[str] = None) -> "Method":
+        """Return this method renamed and/or reading another analog variant (e.g. ``source="hwa"``)."""
+        if name is not None:
+            self.name = name
+        if source is not None:
+            self.source = source
+        return self
+
+    def applies_at(self, t: float) -> bool:  # pylint: disable=unused-argument
+        """Return whether the method is evaluated at drift time ``t`` (all times, unless overridden)."""
+        return True
 
     @abstractmethod
     @contextmanager
@@ -85,30 +98,54 @@ class GlobalDriftCompensated(Method):
 
 
 class NoiseAwareBN(Method):
-    """Drift compensation plus :func:`calibrate_bn` on the chip at each time (Tsai et al. 2020).
+    """Drift compensation plus :func:`calibrate_bn` on the chip (Tsai et al. 2020).
 
-    The calibrated BatchNorm state is stored on the chip under ``("nabn", t)``; the chip's previous
-    BN state is restored after the evaluation so other methods see the chip unchanged.
+    By default the chip is calibrated at each evaluated time ``t``. With ``calibrate_at=t_c`` it is
+    calibrated once, at ``t_c`` after programming, and that BN state is kept for every later time
+    (how long a calibration holds); the method is then evaluated only at times ``t >= t_c``.
+    The calibrated state is stored on the chip under ``(name, t or t_c)``; the chip's previous BN state
+    is restored after the evaluation so other methods see the chip unchanged.
     """
 
     name = "nabn"
 
-    def __init__(self, calib_data: Union[torch.Tensor, Iterable[Any]], num_samples: Optional[int] = 1024, **calibrate_kwargs: Any):
+    def __init__(self, calib_data: Union[torch.Tensor, Iterable[Any]], num_samples: Optional[int] = 1024, *,
+                 calibrate_at: Optional[float] = None, **calibrate_kwargs: Any):
         self.calib_data = calib_data
         self.num_samples = num_samples
+        self.calibrate_at = None if calibrate_at is None else check_drift_time(calibrate_at)
         self.calibrate_kwargs = calibrate_kwargs
+
+    def applies_at(self, t: float) -> bool:
+        return self.calibrate_at is None or t >= self.calibrate_at
+
+    def _calibrate(self, chip: Chip) -> int:
+        """Calibrate the chip's BN statistics in place (the caller restores them); return the samples used."""
+        return calibrate_bn(chip.model, self.calib_data, num_samples=self.num_samples, **self.calibrate_kwargs).info["samples"]
 
     @contextmanager
     def deploy(self, chip, t, digital):
-        snapshot = calibrate_bn(chip.model, self.calib_data, num_samples=self.num_samples, **self.calibrate_kwargs)
+        previous = snapshot_bn(chip.model)
         try:
-            chip.save_bn_state(("nabn", t))
-            yield Deployed(chip.model, unlabeled_samples=snapshot.info["samples"])
+            if self.calibrate_at is None:
+                samples = self._calibrate(chip)
+                chip.save_bn_state((self.name, t)).info["samples"] = samples
+            else:
+                key = (self.name, self.calibrate_at)
+                if key not in chip.bn_states:  # calibrate once per chip, at t_c
+                    chip.drift_to(self.calibrate_at)
+                    samples = self._calibrate(chip)
+                    chip.save_bn_state(key).info["samples"] = samples
+                    chip.drift_to(t)
+                chip.load_bn_state(key)
+                samples = chip.bn_states[key].info["samples"]
+            yield Deployed(chip.model, unlabeled_samples=samples)
         finally:
-            snapshot.restore(chip.model)
+            previous.restore(chip.model)
 
     def describe(self):
-        return {**super().describe(), "num_samples": self.num_samples, **{k: repr(v) for k, v in self.calibrate_kwargs.items()}}
+        return {**super().describe(), "num_samples": self.num_samples, "calibrate_at": self.calibrate_at,
+                **{k: repr(v) for k, v in self.calibrate_kwargs.items()}}
 
 
 def standard_methods(calib_data: Union[torch.Tensor, Iterable[Any]], num_samples: Optional[int] = 1024) -> list:

@@ -29,6 +29,9 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
             "method_seconds": sum(float(r["method_seconds"]) for r in group) / n,
             "eval_seconds": sum(float(r["eval_seconds"]) for r in group) / n,
             "unlabeled_samples": int(group[0]["unlabeled_samples"]), "labeled_samples": int(group[0]["labeled_samples"]),
+            "trained_params": int(group[0].get("trained_params") or 0),
+            "peak_mem_mib": max((float(r["peak_mem_mib"]) for r in group if r.get("peak_mem_mib") not in (None, "")),
+                                default=None),
         })
     return summary
 

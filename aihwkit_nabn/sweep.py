@@ -25,7 +25,10 @@ DEFAULT_TIMES: Tuple[float, ...] = (1.0, 3600.0, 86400.0, 30 * 86400.0, 365 * 86
 ROW_FIELDS = (
     "model", "method", "source", "time_s", "time_label", "chip", "chip_seed", "metric", "value",
     "method_seconds", "eval_seconds", "unlabeled_samples", "labeled_samples", "trained_params", "device",
+    "peak_mem_mib",
 )
+#: Columns a journal written by an older version may lack; they read back as None.
+OPTIONAL_FIELDS = ("peak_mem_mib",)
 
 
 def time_label(t: float) -> str:
@@ -61,8 +64,15 @@ def read_rows(path: Union[str, Path]) -> List[Dict[str, Any]]:
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     numeric = {"time_s": float, "chip": int, "chip_seed": int, "value": float, "method_seconds": float,
-               "eval_seconds": float, "unlabeled_samples": int, "labeled_samples": int, "trained_params": int}
-    return [{k: numeric[k](v) if k in numeric else v for k, v in row.items()} for row in rows]
+               "eval_seconds": float, "unlabeled_samples": int, "labeled_samples": int, "trained_params": int,
+               "peak_mem_mib": float}
+
+    def parse(key: str, value: Any) -> Any:
+        if key in OPTIONAL_FIELDS and value in ("", None):
+            return None
+        return numeric[key](value) if key in numeric else value
+
+    return [{k: parse(k, row.get(k)) for k in ROW_FIELDS} for row in rows]
 
 
 class RowJournal:
@@ -76,12 +86,31 @@ class RowJournal:
             text = self.path.read_text()
             if text and not text.endswith("\n"):
                 self.path.write_text(text[: text.rfind("\n") + 1])
+            self._upgrade_header()
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._file = self.path.open("a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=ROW_FIELDS)
         if new:
             self._writer.writeheader()
             self._flush()
+
+    def _upgrade_header(self) -> None:
+        """Rewrite a journal whose header lacks newer optional columns (older rows get them blank)."""
+        with self.path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header, rows = reader.fieldnames or [], list(reader)
+        if not header or tuple(header) == ROW_FIELDS:
+            return
+        unknown = [h for h in header if h not in ROW_FIELDS]
+        missing = [h for h in ROW_FIELDS if h not in header and h not in OPTIONAL_FIELDS]
+        if unknown or missing:
+            raise ValueError(f"{self.path} is not a sweep journal of this version (columns {header})")
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=ROW_FIELDS, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
 
     def _flush(self) -> None:
         self._file.flush()
@@ -158,7 +187,7 @@ def run_sweep(
     journal = RowJournal(journal_path)  # opening it first drops a row cut off by a crash
     done = {_row_key(r) for r in read_rows(journal_path)}
     todo = [(mn, c, t, m) for mn in models for c in range(n_chips) for t in times for m in methods
-            if (mn, m.name, t, c) not in done]
+            if m.applies_at(t) and (mn, m.name, t, c) not in done]
     metric_name = getattr(metric, "name", "metric")
     evaluated = 0
     bar = tqdm(total=len(todo), desc="sweep", unit="eval", disable=not progress)
@@ -169,7 +198,7 @@ def run_sweep(
                 chips: Dict[str, Chip] = {}
                 for t in times:
                     for method in methods:
-                        if (model_name, method.name, t, c) in done:
+                        if (model_name, method.name, t, c) in done or not method.applies_at(t):
                             continue
                         if stop_after is not None and evaluated >= stop_after:
                             return read_rows(journal_path)
@@ -197,6 +226,9 @@ def run_sweep(
 def _evaluate(method: Method, chip: Optional[Chip], t: float, digital: nn.Module,
               metric: Callable[[nn.Module], float], chip_seed: int, device: torch.device) -> Dict[str, Any]:
     """Deploy with ``method`` and evaluate once; return the row's measured fields."""
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     with seeded(chip_seed, "evaluate", t, method.name, device=device):
         _sync(device)
         start = time.perf_counter()
@@ -211,6 +243,7 @@ def _evaluate(method: Method, chip: Optional[Chip], t: float, digital: nn.Module
         "chip_seed": chip_seed, "value": value, "method_seconds": round(ready - start, 4),
         "eval_seconds": round(end - ready, 4), "unlabeled_samples": deployed.unlabeled_samples,
         "labeled_samples": deployed.labeled_samples, "trained_params": deployed.trained_params,
+        "peak_mem_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if cuda else None,
     }
 
 

@@ -68,3 +68,42 @@ def test_sweep_rejects_bad_setup(tmp_path, digital, analog, images):
         nb.run_sweep(models, methods + [nb.Digital()], metric, out_dir=tmp_path, times=(1.0,), n_chips=1, device="cpu")
     with pytest.raises(ValueError, match="no analog variant"):
         nb.run_sweep({"tiny": nb.SweepModel(digital, {})}, methods, metric, out_dir=tmp_path, times=(1.0,), n_chips=1, device="cpu")
+
+
+def test_calibrate_once_holds_state_and_skips_earlier_times(tmp_path, digital, analog, images):
+    models, methods, metric = _setup(digital, analog, images)
+    once = nb.NoiseAwareBN(images, num_samples=48, calibrate_at=3600.0).named("nabn@1h")
+    rows = nb.run_sweep(models, [methods[3], once], metric, out_dir=tmp_path, times=(1.0, 3600.0, 86400.0),
+                        n_chips=1, device="cpu", progress=False)
+    by = {(r["method"], r["time_s"]): r for r in rows}
+    assert ("nabn@1h", 1.0) not in by  # not calibrated yet at 1 s
+    # at t_c both methods did the same thing: calibrate at 1 h
+    assert by[("nabn@1h", 3600.0)]["value"] == by[("nabn", 3600.0)]["value"]
+    assert by[("nabn@1h", 86400.0)]["unlabeled_samples"] == 48
+    # the state calibrated at 1 h is the one kept for 1 d: compare with a direct computation
+    chip = nb.Chip(analog, 0)
+    chip.drift_to(3600.0)
+    nb.calibrate_bn(chip.model, images, num_samples=48)
+    calibrated = nb.snapshot_bn(chip.model)
+    chip.drift_to(86400.0)
+    with nb.modes.preserved_training_flags(chip.model):
+        from aihwkit_nabn.rng import seeded
+
+        with seeded(0, "evaluate", 86400.0, "nabn@1h"):
+            calibrated.restore(chip.model)
+            direct = metric(chip.model)
+    assert by[("nabn@1h", 86400.0)]["value"] == direct
+
+
+def test_old_journal_without_peak_memory_is_upgraded(tmp_path, digital, analog, images):
+    models, methods, metric = _setup(digital, analog, images)
+    kwargs = dict(times=(1.0,), n_chips=1, device="cpu", progress=False)
+    nb.run_sweep(models, methods, metric, out_dir=tmp_path, stop_after=2, **kwargs)
+    journal = tmp_path / "rows.csv"
+    lines = journal.read_text().splitlines()
+    header = lines[0].split(",")
+    cut = header.index("peak_mem_mib")
+    journal.write_text("\n".join(",".join(line.split(",")[:cut]) for line in lines) + "\n")
+    rows = nb.run_sweep(models, methods, metric, out_dir=tmp_path, **kwargs)
+    assert len(rows) == 4
+    assert journal.read_text().splitlines()[0].split(",")[-1] == "peak_mem_mib"
