@@ -1,0 +1,89 @@
+"""`aihwkit-nabn reproduce`: the whole comparison end to end on a tiny config, and its bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aihwkit_nabn.checkpoints import save_checkpoint
+from aihwkit_nabn.data.cifar10 import CLASSES
+from aihwkit_nabn.deploy import to_analog
+from aihwkit_nabn.hwa_preset import TorchHWAPreset
+from aihwkit_nabn.hwa_training import save_hwa_checkpoint
+from aihwkit_nabn.models import create_model
+from aihwkit_nabn.reproduce import DEFAULT_CONFIGS, MAIN_METHODS, load_config, run_comparison
+
+
+def _tiny_cifar(root):
+    """An ImageFolder copy of CIFAR-10's layout: 10 classes, 8 train and 4 test images each."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("test", 4)):
+        for c, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                pixels[..., c % 3] //= 2 + c  # a weak class signal; any labels do for this test
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def tiny_setup(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIHWKIT_NABN_CACHE", str(tmp_path / "cache"))
+    data = _tiny_cifar(tmp_path / "cifar")
+    torch.manual_seed(0)
+    digital = create_model("resnet20").eval()
+    save_checkpoint(tmp_path / "r20.pt", digital, "resnet20", {"accuracy": 10.0})
+    save_hwa_checkpoint(tmp_path / "r20_hwa.pt", to_analog(digital, TorchHWAPreset()), "resnet20", {"seconds": 12.5})
+    overrides = {
+        "data.source": str(data), "data.test_samples": 20, "data.calib_samples": 16, "data.labeled_samples": 16,
+        "data.batch_size": 10, "hardware.input_range_samples": 16,
+        "models": {"r20": {"digital": str(tmp_path / "r20.pt"), "hwa": str(tmp_path / "r20_hwa.pt")}},
+        "sweep.times": ["1s", "1d"], "sweep.chips": 1, "bnft.steps": 2, "bnft.batch_size": 8,
+        "retention.models": ["r20"], "retention.calibrate_at": ["1s"],
+        "calib_size.models": ["r20"], "calib_size.sizes": [8, 16], "calib_size.time": "1d", "device": "cpu",
+    }
+    return tmp_path, load_config(DEFAULT_CONFIGS["cifar10"], overrides)
+
+
+def test_reproduce_end_to_end_writes_every_file(tiny_setup):
+    tmp_path, config = tiny_setup
+    out = tmp_path / "out"
+    run = run_comparison(config, out, progress=False, command="test")
+    for part in ("main", "retention", "calib_size"):
+        for name in ("rows.csv", "rows.json", "summary.csv", "summary.json", "summary.md", "sweep.png"):
+            assert (out / part / name).stat().st_size > 0, (part, name)
+    for name in ("costs.json", "costs.md", "accuracy_vs_cost.png", "run.json"):
+        assert (out / name).stat().st_size > 0, name
+    rows = json.loads((out / "main" / "rows.json").read_text())
+    assert sorted({r["method"] for r in rows}) == sorted(MAIN_METHODS)
+    assert len(rows) == len(MAIN_METHODS) * 2
+    by = {(r["method"], r["time_s"]): r for r in rows}
+    assert by[("bnft", 1.0)]["labeled_samples"] == 16 and by[("bnft", 1.0)]["trained_params"] > 0
+    assert by[("hwa+nabn", 1.0)]["source"] == "hwa" and by[("nabn", 1.0)]["unlabeled_samples"] == 16
+    costs = {c["method"]: c for c in json.loads((out / "costs.json").read_text())}
+    assert costs["hwa"]["hwa_training_seconds_once"] == 12.5 and costs["nabn"]["hwa_training_seconds_once"] is None
+    assert costs["hwa+bnft"]["hwa_trained_params_once"] == sum(p.numel() for p in create_model("resnet20").parameters())
+    retention = {r["method"] for r in json.loads((out / "retention" / "rows.json").read_text())}
+    assert retention == {"gdc", "nabn", "nabn@1s"}
+    sizes = {r["method"]: r["unlabeled_samples"] for r in json.loads((out / "calib_size" / "rows.json").read_text())}
+    assert sizes == {"gdc": 0, "nabn[8]": 8, "nabn[16]": 16}
+    assert run["wall_seconds"] > 0 and set(run["part_seconds"]) == {"main", "retention", "calib_size"}
+    # a second run resumes every journal and adds nothing
+    again = run_comparison(config, out, progress=False, command="test")
+    assert len(json.loads((out / "main" / "rows.json").read_text())) == len(rows)
+    assert again["config"] == run["config"]
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    with pytest.raises(ValueError, match="unknown methods"):
+        load_config(DEFAULT_CONFIGS["cifar10"], {"sweep.methods": ["nabn", "magic"]})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[data]\ncalib_samples = 1\n")
+    with pytest.raises(ValueError, match=r"no \[sweep\] section"):
+        load_config(bad)
