@@ -20,6 +20,10 @@ Drift-over-time evaluation
     BNFineTune                                                  -- method "bnft": finetune_bn per chip and time
     Top1Accuracy                                                -- metrics: metric(model) -> float
     summarize, write_report                                     -- CSV / JSON / Markdown / PNG
+Hardware-aware training (HWA) on torch tiles
+    TorchHWAPreset, hwa_inference_config, HWA_PRESET_FIELDS     -- StandardHWATrainingPreset for torch tiles
+    train_hwa, save_hwa_checkpoint, load_hwa_model              -- HWA fine-tuning, plain HWA checkpoints
+    apply_input_range_fix, input_range_gradient_is_correct      -- input-range gradient fix (torch >= 2.14)
 """
 
 try:  # TEMPORARY while acceleration.py is being written
@@ -49,5 +53,8 @@ from .metrics import Top1Accuracy
 from .presets import PCMInferencePreset, apply_overrides, pcm_inference_config
 from .report import summarize, write_report
 from .sweep import DEFAULT_TIMES, SweepModel, run_sweep
+from .fixes import apply_input_range_fix, input_range_fix_status, input_range_gradient_is_correct
+from .hwa_preset import HWA_PRESET_FIELDS, TorchHWAPreset, hwa_inference_config
+from .hwa_training import load_hwa_model, save_hwa_checkpoint, train_hwa
 
 __version__ = "0.1.0"

@@ -17,6 +17,7 @@ from .metrics import Top1Accuracy
 from .models import list_models
 from .report import write_report
 from .sweep import DEFAULT_TIMES, SweepModel, run_sweep
+from .training import augment_like_training
 
 METHOD_NAMES = ("digital", "analog", "gdc", "nabn")
 
@@ -66,23 +67,29 @@ def cifar10_sweep(
     progress: bool = True,
     title: Optional[str] = None,
     config: Optional[Mapping[str, Any]] = None,
+    calib_augment: bool = True,
 ) -> Dict[str, Any]:
     """Run the drift sweep of CIFAR-10 classifiers and write every output file; return rows and paths.
 
-    ``calib_images`` (uint8, from the training split) feed ``calibrate_bn``; ``test_images`` (uint8) are
-    the evaluation set. Both are normalised batch by batch on ``device``.
+    ``calib_images`` (uint8, from the training split) feed ``calibrate_bn``, as one fixed training-style
+    view of each (:func:`~aihwkit_nabn.training.augment_like_training`, unless ``calib_augment=False``);
+    ``test_images`` (uint8) are the evaluation set. Both are normalised batch by batch on ``device``.
     """
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if calib_samples > len(calib_images):
         raise ValueError(f"calib_samples={calib_samples} but only {len(calib_images)} calibration images were given")
     test_batches = TensorBatches(test_images, test_labels, batch_size=batch_size, transform=normalize, device=device)
-    calib_batches = TensorBatches(calib_images[:calib_samples], batch_size=min(batch_size, 256), transform=normalize, device=device)
+    calib_images = calib_images[:calib_samples]
+    if calib_augment:
+        calib_images = augment_like_training(calib_images, seed=seed)
+    calib_batches = TensorBatches(calib_images, batch_size=min(batch_size, 256), transform=normalize, device=device)
     sweep_models = {
         name: SweepModel(model, {"default": to_analog(model, rpu_config, digital_layers=digital_layers)})
         for name, model in models.items()
     }
     settings = {
         "test_samples": len(test_images), "calib_samples": calib_samples, "calib_split": "train",
+        "calib_view": "training augmentation (pad-4 random crop + flip), seeded" if calib_augment else "plain",
         "digital_layers": list(digital_layers), "rpu_config": repr(rpu_config) if rpu_config is not None else "PCMInferencePreset()",
         **(dict(config) if config else {}),
     }

@@ -51,6 +51,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hwa(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
+    """HWA-fine-tune a digital CIFAR-10 checkpoint on aihwkit torch tiles and save the HWA checkpoint."""
+    from .hwa_training import train_hwa_cifar10  # pylint: disable=import-outside-toplevel
+
+    hparams = {k: getattr(args, k) for k in ("batch_size", "lr", "max_seconds") if getattr(args, k) is not None}
+    result = train_hwa_cifar10(args.model, epochs=args.epochs, out_path=args.out, data_source=args.data,
+                               seed=args.seed, device=args.device, progress=not args.quiet,
+                               command=_command_line(argv), **hparams)
+    print(json.dumps({"model": args.model, "top1": result["top1"], "seconds": result["seconds"],
+                      "out": result["out_path"], "epochs_done": result["epochs_done"],
+                      "finished": result["finished"], "input_range_fix": result["input_range_fix"]}, indent=1))
+    return 0
+
+
 def _cifar_split(args: argparse.Namespace):
     """Return (test images, test labels, calibration images) for the sweep/calibrate commands."""
     from .data.cifar10 import load_cifar10, stratified_subset  # pylint: disable=import-outside-toplevel
@@ -83,6 +97,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     chip = Chip(to_analog(model, digital_layers=_split(args.digital_layers)), args.chip_seed, device=device)
     chip.drift_to(parse_time(args.time))
     before = metric(chip.model)
+    from .training import augment_like_training  # pylint: disable=import-outside-toplevel
+
+    calib_x = augment_like_training(calib_x, seed=args.seed)  # the view the BN statistics were trained on
     snapshot = calibrate_bn(chip.model, TensorBatches(calib_x, batch_size=256, transform=normalize, device=device),
                             num_samples=args.calib_samples, progress=not args.quiet)
     after = metric(chip.model)
@@ -109,10 +126,39 @@ def cmd_sweep(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
         models, test_images=test_x, test_labels=test_y, calib_images=calib_x, out_dir=args.out,
         times=parse_times(args.times), n_chips=args.chips, methods=_split(args.methods), calib_samples=args.calib_samples,
         digital_layers=_split(args.digital_layers), device=args.device, seed=args.seed, progress=not args.quiet,
-        title="CIFAR-10 (JPEG q75 copy)", config={"command": _command_line(argv)},
+        title="CIFAR-10 (JPEG q75 copy)", config={"command": _command_line(argv)}, batch_size=args.batch_size,
     )
     print(out["paths"]["summary.md"].read_text())
     print("wrote", ", ".join(str(p) for p in out["paths"].values()))
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
+    """Run the config-driven comparison (``reproduce cifar10``) and print its main table."""
+    from .reproduce import tomllib  # pylint: disable=import-outside-toplevel
+
+    from .reproduce import DEFAULT_CONFIGS, load_config, run_comparison  # pylint: disable=import-outside-toplevel
+
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set takes key=value (a dotted key and a TOML value), got {item!r}")
+        try:
+            overrides[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[key.strip()] = value  # a bare string
+    config_path = Path(args.config) if args.config else DEFAULT_CONFIGS[args.task]
+    config = load_config(config_path, overrides)
+    parts = _split(args.parts)
+    out = Path(args.out or f"results/{args.task}")
+    run = run_comparison(config, out, device=args.device, progress=not args.quiet, parts=parts,
+                         command=_command_line(argv))
+    if (out / "main" / "summary.md").exists():
+        print((out / "main" / "summary.md").read_text())
+    if (out / "costs.md").exists():
+        print((out / "costs.md").read_text())
+    print(f"wall time {run['wall_seconds']:.0f} s on {run['device']}; wrote {out}")
     return 0
 
 
@@ -149,6 +195,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--quiet", action="store_true")
 
+    p = sub.add_parser("hwa", help="hardware-aware fine-tuning of a digital model on analog tiles (GPU recommended)",
+                       description="Convert a trained digital CIFAR-10 model to aihwkit torch tiles with TorchHWAPreset "
+                                   "(aihwkit's StandardHWATrainingPreset as far as the torch tile supports it), "
+                                   "fine-tune it hardware-aware and save an HWA checkpoint (before any programming) "
+                                   "loadable with torch.load(weights_only=True). Resumes an interrupted run.")
+    p.add_argument("--model", default="resnet20", help="checkpoint path or shipped model name (default resnet20)")
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--out", required=True, help="HWA checkpoint path (.pt); a .log.jsonl and .resume.pt go beside it")
+    p.add_argument("--data", default=None, help="CIFAR-10 archive/folder (default ../shared/data/cifar10_jpg.tar.gz)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=None, help="default 128")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate of AnalogSGD (default 0.02)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop after the epoch that ends past this many seconds; re-run the same command to resume")
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data", default=None, help="CIFAR-10 archive/folder (default ../shared/data/cifar10_jpg.tar.gz)")
         p.add_argument("--calib-samples", type=int, default=1024, help="training images for calibration (default 1024)")
@@ -174,8 +237,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="digital,analog,gdc,nabn")
     p.add_argument("--times", default="1s,1h,1d,30d,1y")
     p.add_argument("--chips", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=500, help="evaluation batch size (default 500)")
     p.add_argument("--out", required=True, help="output folder (rows.csv, summary.*, sweep.png)")
     common(p)
+
+    p = sub.add_parser("reproduce", help="the full comparison of remedies (nabn, bnft, hwa, ...) from a config file",
+                       description="Evaluate digital, analog, gdc, nabn, bnft, hwa, hwa+nabn and hwa+bnft over drift time on "
+                                   "independent simulated chips, plus calibration retention and calibration-set size, "
+                                   "with costs and plots. Every part is journaled and resumes where it stopped.")
+    p.add_argument("task", choices=["cifar10"], help="which comparison (its config: aihwkit_nabn/configs/<task>.toml)")
+    p.add_argument("--config", default=None, help="another TOML config file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set sweep.chips=1 --set 'sweep.times=[\"1s\",\"1y\"]'")
+    p.add_argument("--parts", default="main,retention,calib_size", help="which parts to run (default: all)")
+    p.add_argument("--out", default=None, help="output folder (default results/<task>)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: the config's, else cuda if available)")
+    p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("demo", help="offline demo on the shipped ResNet-20 and CIFAR-10 sample (CPU, minutes)",
                        description="Load the shipped ResNet-20 checkpoint and CIFAR-10 sample (1,000 test, 512 "
@@ -198,6 +275,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return cmd_calibrate(args)
     if args.command == "sweep":
         return cmd_sweep(args, argv)
+    if args.command == "reproduce":
+        return cmd_reproduce(args, argv)
+    if args.command == "hwa":
+        return cmd_hwa(args, argv)
     return cmd_demo(args)
 
 

@@ -32,6 +32,7 @@ from .metrics import Top1Accuracy
 from .models import list_models
 from .report import summarize, write_report
 from .sweep import SweepModel, run_sweep, time_label
+from .training import augment_like_training
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -136,12 +137,14 @@ class Comparison:
         batch = int(data.get("batch_size", 500))
         self.n_test = len(test_y)
         self.calib_samples = int(data["calib_samples"])
-        self.calib = TensorBatches(train_x[calib_idx], batch_size=min(batch, 256), transform=normalize, device=self.device)
+        # ... seen the way the BN statistics were learned: one fixed training-style view of each image.
+        calib_x = augment_like_training(train_x[calib_idx], seed=self.seed)
+        self.calib = TensorBatches(calib_x, batch_size=min(batch, 256), transform=normalize, device=self.device)
         bnft = config.get("bnft", {})
-        self.labeled = TensorBatches(train_x[labeled_idx], train_y[labeled_idx], batch_size=int(bnft.get("batch_size", 128)),
-                                     transform=normalize, device=self.device)
+        self.labeled = TensorBatches(augment_like_training(train_x[labeled_idx], seed=self.seed + 1), train_y[labeled_idx],
+                                     batch_size=int(bnft.get("batch_size", 128)), transform=normalize, device=self.device)
         self.metric = Top1Accuracy(TensorBatches(test_x, test_y, batch_size=batch, transform=normalize, device=self.device))
-        self.ir_images = train_x[calib_idx[: int(config.get("hardware", {}).get("input_range_samples", 1024))]]
+        self.ir_images = calib_x[: int(config.get("hardware", {}).get("input_range_samples", 1024))]
         self.models: Dict[str, SweepModel] = {}
         self.hwa_meta: Dict[str, Dict[str, Any]] = {}
         self.trained_params: Dict[str, int] = {}
@@ -192,6 +195,7 @@ class Comparison:
         models = {n: self.model(n, needs_hwa) for n in model_names}
         hardware = self.config.get("hardware", {})
         settings = {"part": part, "test_samples": self.n_test, "calib_samples": self.calib_samples, "calib_split": "train",
+                    "calib_view": "training augmentation (pad-4 random crop + flip), seeded",
                     "labeled_samples": int(self.config["data"]["labeled_samples"]),
                     "hardware_preset": hardware.get("preset", "hwa"),
                     "input_ranges_for_non_hwa_models": "aihwkit calibrate_input_ranges (CACHE_QUANTILE) on training images"}
