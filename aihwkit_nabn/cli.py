@@ -153,7 +153,7 @@ def cmd_reproduce(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> in
     parts = _split(args.parts)
     out = Path(args.out or f"results/{args.task}")
     run = run_comparison(config, out, device=args.device, progress=not args.quiet, parts=parts,
-                         command=_command_line(argv))
+                         models=_split(args.models) if args.models else None, command=_command_line(argv))
     if (out / "main" / "summary.md").exists():
         print((out / "main" / "summary.md").read_text())
     if (out / "costs.md").exists():
@@ -250,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key, e.g. --set sweep.chips=1 --set 'sweep.times=[\"1s\",\"1y\"]'")
     p.add_argument("--parts", default="main,retention,calib_size", help="which parts to run (default: all)")
+    p.add_argument("--models", default=None, help="only these models of the config, comma-separated (default: all)")
     p.add_argument("--out", default=None, help="output folder (default results/<task>)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: the config's, else cuda if available)")
     p.add_argument("--quiet", action="store_true")

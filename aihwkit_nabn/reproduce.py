@@ -207,14 +207,25 @@ class Comparison:
 
 def run_comparison(config: Mapping[str, Any], out_dir: PathLike, *, base: Optional[Path] = None,
                    device: Optional[str] = None, progress: bool = True, parts: Sequence[str] = ("main", "retention", "calib_size"),
-                   command: str = "") -> Dict[str, Any]:
-    """Run every part of the comparison into ``out_dir``; return ``run.json``'s content."""
+                   models: Optional[Sequence[str]] = None, command: str = "") -> Dict[str, Any]:
+    """Run every part of the comparison into ``out_dir``; return ``run.json``'s content.
+
+    ``models`` restricts every part to these models of the config (default: all the config names).
+    """
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cmp = Comparison(config, base=base or Path.cwd(), device=device, progress=progress)
     sweep_cfg = config["sweep"]
     model_names = list(config["models"])
+    if models is not None:
+        unknown = [m for m in models if m not in model_names]
+        if unknown:
+            raise ValueError(f"models {unknown} are not in the config; it has {model_names}")
+        model_names = [m for m in model_names if m in models]
+
+    def only(names: Sequence[str]) -> List[str]:
+        return [n for n in names if n in model_names]
     timings: Dict[str, float] = {}
     rows: Dict[str, List[Dict[str, Any]]] = {}
     if "main" in parts:
@@ -224,22 +235,22 @@ def run_comparison(config: Mapping[str, Any], out_dir: PathLike, *, base: Option
                                  out_dir / "main")
         timings["main"] = time.perf_counter() - t0
     retention = config.get("retention")
-    if retention and "retention" in parts:
+    if retention and "retention" in parts and only(retention.get("models", model_names)):
         t0 = time.perf_counter()
         methods = [cmp.method("gdc"), cmp.method("nabn")]
         for t_c in _times(retention["calibrate_at"]):
             methods.append(NoiseAwareBN(cmp.calib, num_samples=cmp.calib_samples, calibrate_at=t_c)
                            .named(f"nabn@{time_label(t_c)}"))
-        rows["retention"] = cmp.sweep("retention", retention.get("models", model_names), methods,
+        rows["retention"] = cmp.sweep("retention", only(retention.get("models", model_names)), methods,
                                       _times(retention.get("times", sweep_cfg["times"])),
                                       int(retention.get("chips", sweep_cfg["chips"])), out_dir / "retention")
         timings["retention"] = time.perf_counter() - t0
     sizes = config.get("calib_size")
-    if sizes and "calib_size" in parts:
+    if sizes and "calib_size" in parts and only(sizes.get("models", model_names)):
         t0 = time.perf_counter()
         methods = [cmp.method("gdc")] + [NoiseAwareBN(cmp.calib, num_samples=int(n)).named(f"nabn[{int(n)}]")
                                          for n in sizes["sizes"]]
-        rows["calib_size"] = cmp.sweep("calib_size", sizes.get("models", model_names), methods,
+        rows["calib_size"] = cmp.sweep("calib_size", only(sizes.get("models", model_names)), methods,
                                        _times([sizes.get("time", "1y")]), int(sizes.get("chips", sweep_cfg["chips"])),
                                        out_dir / "calib_size")
         timings["calib_size"] = time.perf_counter() - t0

@@ -6,7 +6,8 @@
 #   C  core drift sweep of each baseline     (aihwkit-nabn sweep), as soon as its checkpoint exists
 #   D  benchmarks, with the GPU to themselves (BENCH=1; before everything else)
 #   E  the comparison                        (aihwkit-nabn reproduce cifar10; REPRODUCE=1)
-# env: CALL_SECONDS (default 540), HWA_EPOCHS (default 10), BENCH, REPRODUCE, CORE (default 1)
+# env: CALL_SECONDS (default 540), HWA_MODELS (default all three), HWA_EPOCHS (10), HWA_BATCH (128),
+#      HWA_LR (0.02), BENCH, CORE (default 1), REPRODUCE_ARGS (if set: run `reproduce cifar10 $REPRODUCE_ARGS`)
 source examples/reproduce/gpu_session.sh
 start=$SECONDS; budget=${CALL_SECONDS:-540}
 left() { echo $((budget - (SECONDS - start))); }
@@ -20,14 +21,15 @@ if [ "${BENCH:-0}" = 1 ]; then
   tail -n 30 runs/bench/bench.log
 fi
 (MAX_SECONDS=$(( $(left) - 60 )) bash examples/reproduce/train_baselines.sh runs/ckpt 160 > runs/train.log 2>&1
- echo "train rc=$?" >> runs/train.log) &
+ echo "train rc=$?" >> runs/train.log) > /dev/null 2>&1 &
 train_pid=$!
 wait_ckpt() { while [ ! -f runs/ckpt/$1.pt ]; do kill -0 $train_pid 2>/dev/null || return 1; sleep 5; done; }
 hwa() {
   wait_ckpt $1 || return 0
   [ -f runs/hwa/$1_hwa.pt ] && return 0
   python3 -m aihwkit_nabn.cli hwa --model runs/ckpt/$1.pt --epochs ${HWA_EPOCHS:-10} --out runs/hwa/$1_hwa.pt \
-    --max-seconds $(( $(left) - 75 )) --device cuda --quiet >> runs/hwa/$1.stdout 2>&1
+    --batch-size ${HWA_BATCH:-128} --lr ${HWA_LR:-0.02} --max-seconds $(( $(left) - 75 )) --device cuda --quiet \
+    >> runs/hwa/$1.stdout 2>&1
   echo "hwa $1 rc=$?" >> runs/hwa/$1.stdout
 }
 core() {
@@ -40,17 +42,20 @@ core() {
   done
 }
 pids=()
-for m in resnet20 resnet32 resnet56; do hwa $m & pids+=($!); done
-[ "${CORE:-1}" = 1 ] && { core & pids+=($!); }
-if [ "${REPRODUCE:-0}" = 1 ]; then
-  (python3 -m aihwkit_nabn.cli reproduce cifar10 --out runs/reproduce --quiet > runs/reproduce.log 2>&1
-   echo "reproduce rc=$?" >> runs/reproduce.log) & pids+=($!)
+for m in ${HWA_MODELS:-resnet20 resnet32 resnet56}; do hwa $m > /dev/null 2>&1 & pids+=($!); done
+[ "${CORE:-1}" = 1 ] && { core > /dev/null 2>&1 & pids+=($!); }
+if [ -n "${REPRODUCE_ARGS:-}" ]; then
+  (python3 -m aihwkit_nabn.cli reproduce cifar10 --out runs/reproduce --quiet $REPRODUCE_ARGS > runs/reproduce.log 2>&1
+   echo "reproduce rc=$?" >> runs/reproduce.log) > /dev/null 2>&1 & pids+=($!)
 fi
 while [ $(left) -gt 15 ]; do
   alive=0; for p in $train_pid "${pids[@]}"; do kill -0 $p 2>/dev/null && alive=1; done
   [ $alive = 1 ] || break; sleep 5
 done
-tail -qn 1 runs/ckpt/*.log.jsonl runs/hwa/*.log.jsonl 2>/dev/null; tail -qn 2 runs/*.log runs/hwa/*.stdout runs/core/*.log 2>/dev/null
+# Whatever still runs is stopped here; its journals and resume states are already on disk.
+pkill -TERM -f aihwkit_nabn; pkill -TERM -f train_baselines; sleep 3
+tail -qn 1 runs/ckpt/*.log.jsonl runs/hwa/*.log.jsonl 2>/dev/null; tail -qn 2 runs/*.log runs/hwa/*.stdout runs/core/*.log 2>/dev/null | tr '\r' '\n' | grep -v decode
+cat runs/reproduce/main/summary.md runs/reproduce/*/summary.md 2>/dev/null | tail -n 40
 for m in resnet20 resnet32 resnet56; do [ -f runs/ckpt/$m.pt ] && rm -f runs/ckpt/$m.pt.resume.pt; done
 tar cf $OUT/ckpt.tar -C runs ckpt train.log
 tar cf $OUT/hwa.tar -C runs hwa
