@@ -1,0 +1,68 @@
+"""The examples run end to end (with --quick) as a user would run them: in a fresh Python process."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name, *args, cwd):
+    """Run ``examples/<name>`` with ``args`` in a subprocess; return its stdout (fails with its output)."""
+    # One thread per process: on a busy 2-core machine, two spinning OpenMP threads per process make the
+    # run several times slower, while one thread costs next to nothing at --quick sizes.
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, (
+        f"{name} exited with {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+    )
+    return proc.stdout
+
+
+def test_calibrate_existing_aihwkit_script_quick(tmp_path):
+    out = run_example("calibrate_existing_aihwkit_script.py", "--quick", cwd=tmp_path)
+    assert re.search(r"^digital SmallCNN.*: \d+\.\d\d% on 100 test images$", out, re.M), out
+    for when in ("1 day", "1 year"):
+        line = re.search(rf"^analog, +{when} after programming: +(\d+\.\d\d)% before calibration, +(\d+\.\d\d)% "
+                         r"after calibrate_bn \((\d+) unlabeled images\)$", out, re.M)
+        assert line, out
+        before, after, samples = float(line[1]), float(line[2]), int(line[3])
+        assert 0.0 <= before <= 100.0 and 0.0 <= after <= 100.0
+        assert samples == 128
+
+
+def test_calibrate_existing_aihwkit_script_marks_the_added_lines():
+    text = (EXAMPLES / "calibrate_existing_aihwkit_script.py").read_text()
+    marked = [line.strip() for line in text.splitlines() if line.rstrip().endswith("# <-- aihwkit-nabn")]
+    assert len(marked) == 4  # the import and the three added lines
+    assert any(line.startswith("import aihwkit_nabn") for line in marked)
+    assert any("aihwkit_nabn.calibrate_bn(analog_model, train_loader" in line for line in marked)
+    assert any(line.startswith("after = evaluate(analog_model, test_loader)") for line in marked)
+    assert any("aihwkit_nabn.restore_bn(analog_model, snapshot)" in line for line in marked)
+    # The user's side is plain aihwkit: its own rpu_config and conversion, no aihwkit-nabn deployment helpers.
+    assert "convert_to_analog(model, rpu_config" in text and "TorchInferenceRPUConfig()" in text
+    assert "to_analog(" not in text.replace("convert_to_analog(", "")
+
+
+def test_drift_sweep_from_python_quick(tmp_path):
+    out_dir = tmp_path / "sweep"
+    out = run_example("drift_sweep_from_python.py", "--quick", "--out", str(out_dir), cwd=tmp_path)
+    assert re.search(r"^model: (shipped ResNet-20|NO SHIPPED RESNET-20 WEIGHTS.*TRAINED BRIEFLY HERE)", out, re.M), out
+    written = ("rows.csv", "rows.json", "summary.csv", "summary.json", "summary.md", "sweep.png", "sweep_config.json")
+    for name in written:
+        assert (out_dir / name).is_file(), name
+    table = (out_dir / "summary.md").read_text()
+    assert table in out  # the Markdown table is printed
+    assert "| model | method | 1d | 1y |" in table
+    for method in ("digital", "analog", "gdc", "nabn"):
+        cell = r"\d+\.\d\d ± \d+\.\d\d"
+        assert re.search(rf"^\| resnet20 \| {method} \| {cell} \| {cell} \|$", table, re.M), table
+    rows = json.loads((out_dir / "rows.json").read_text())
+    assert len(rows) == 4 * 2  # 4 methods x 2 times x 1 chip
+    assert {r["unlabeled_samples"] for r in rows if r["method"] == "nabn"} == {32}
