@@ -166,7 +166,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the offline demo on the shipped ResNet-20 and CIFAR-10 sample."""
     from .demo import run_demo  # pylint: disable=import-outside-toplevel
 
-    run_demo(out_dir=args.out, times=parse_times(args.times), n_chips=args.chips, device=args.device, progress=not args.quiet)
+    run_demo(out_dir=args.out, times=parse_times(args.times), n_chips=args.chips, device=args.device,
+             progress=not args.quiet, test_samples=args.test_samples, calib_samples=args.calib_samples)
     return 0
 
 
@@ -256,12 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("demo", help="offline demo on the shipped ResNet-20 and CIFAR-10 sample (CPU, minutes)",
-                       description="Load the shipped ResNet-20 checkpoint and CIFAR-10 sample (1,000 test, 512 "
-                                   "calibration images from the training split), run a reduced drift sweep, print "
+                       description="Load the shipped ResNet-20 checkpoint and CIFAR-10 sample (1,000 test and 512 "
+                                   "training images), run a reduced drift sweep on class-balanced subsets of it, print "
                                    "the table and write the plot.")
     p.add_argument("--out", default="aihwkit-nabn-demo", help="output folder (default ./aihwkit-nabn-demo)")
     p.add_argument("--times", default="1s,1d,1y")
     p.add_argument("--chips", type=int, default=2)
+    p.add_argument("--test-samples", type=int, default=500, help="test images of the sample to use (max 1000)")
+    p.add_argument("--calib-samples", type=int, default=256, help="training images for calibration (max 512)")
     p.add_argument("--device", default=None)
     p.add_argument("--quiet", action="store_true")
     return parser
