@@ -25,7 +25,7 @@ from torch import nn
 
 from .batches import TensorBatches
 from .checkpoints import load_checkpoint, load_pretrained
-from .data.cifar10 import load_cifar10, normalize, stratified_subset
+from .data.cifar10 import balanced_order, load_cifar10, normalize, stratified_subset
 from .deploy import to_analog
 from .methods import AnalogUncompensated, BNFineTune, Digital, GlobalDriftCompensated, Method, NoiseAwareBN
 from .metrics import Top1Accuracy
@@ -134,6 +134,10 @@ class Comparison:
         n_calib = max([int(data["calib_samples"])] + [int(n) for n in config.get("calib_size", {}).get("sizes", [])])
         calib_idx = stratified_subset(train_y, n_calib, seed=self.seed)
         labeled_idx = stratified_subset(train_y, int(data["labeled_samples"]), seed=self.seed + 1)
+        # stratified_subset returns sorted indices, i.e. grouped by class: reorder them so that every prefix
+        # (calibration takes the first num_samples) and every fine-tuning batch holds all classes.
+        calib_idx = calib_idx[balanced_order(train_y[calib_idx], seed=self.seed)]
+        labeled_idx = labeled_idx[balanced_order(train_y[labeled_idx], seed=self.seed + 1)]
         batch = int(data.get("batch_size", 500))
         self.n_test = len(test_y)
         self.calib_samples = int(data["calib_samples"])
@@ -144,6 +148,7 @@ class Comparison:
         self.labeled = TensorBatches(augment_like_training(train_x[labeled_idx], seed=self.seed + 1), train_y[labeled_idx],
                                      batch_size=int(bnft.get("batch_size", 128)), transform=normalize, device=self.device)
         self.metric = Top1Accuracy(TensorBatches(test_x, test_y, batch_size=batch, transform=normalize, device=self.device))
+        self.calib_labels = train_y[calib_idx]  # kept to check the order; calibration itself is unlabeled
         self.ir_images = calib_x[: int(config.get("hardware", {}).get("input_range_samples", 1024))]
         self.models: Dict[str, SweepModel] = {}
         self.hwa_meta: Dict[str, Dict[str, Any]] = {}
@@ -195,6 +200,7 @@ class Comparison:
         models = {n: self.model(n, needs_hwa) for n in model_names}
         hardware = self.config.get("hardware", {})
         settings = {"part": part, "test_samples": self.n_test, "calib_samples": self.calib_samples, "calib_split": "train",
+                    "calib_order": "class-balanced prefixes (balanced_order)",
                     "calib_view": "training augmentation (pad-4 random crop + flip), seeded",
                     "labeled_samples": int(self.config["data"]["labeled_samples"]),
                     "hardware_preset": hardware.get("preset", "hwa"),

@@ -19,7 +19,9 @@ def test_nabn_beats_gdc_by_a_wide_margin_at_one_year(tmp_path):
     idx = stratified_subset(sample["test_labels"], 300, seed=0)
     metric = nb.Top1Accuracy(nb.TensorBatches(sample["test_images"][idx], sample["test_labels"][idx],
                                               batch_size=150, transform=normalize))
-    calib = nb.TensorBatches(augment_like_training(sample["calib_images"][:256]), batch_size=128, transform=normalize)
+    # the sample is ordered by class: take a class-balanced subset, never a prefix
+    calib_idx = stratified_subset(sample["calib_labels"], 256, seed=0)
+    calib = nb.TensorBatches(augment_like_training(sample["calib_images"][calib_idx]), batch_size=128, transform=normalize)
     methods = [nb.GlobalDriftCompensated(), nb.NoiseAwareBN(calib, num_samples=256)]
     rows = nb.run_sweep({"resnet20": nb.SweepModel(model, {"default": nb.to_analog(model)})}, methods, metric,
                         out_dir=tmp_path, times=(ONE_YEAR,), n_chips=2, device="cpu", progress=False)

@@ -87,3 +87,26 @@ def test_config_errors(tmp_path):
     bad.write_text("[data]\ncalib_samples = 1\n")
     with pytest.raises(ValueError, match=r"no \[sweep\] section"):
         load_config(bad)
+
+
+def test_balanced_order_prefixes_hold_every_class():
+    from aihwkit_nabn.data.cifar10 import balanced_order
+
+    labels = torch.arange(10).repeat_interleave(30)  # sorted by class, like the CIFAR-10 archive
+    order = balanced_order(labels, seed=3)
+    assert sorted(order.tolist()) == list(range(300))
+    for k in (10, 32, 128):
+        counts = torch.bincount(labels[order[:k]], minlength=10)
+        assert counts.max() - counts.min() <= 1, (k, counts)
+    assert not torch.equal(order, balanced_order(labels, seed=4))
+
+
+def test_comparison_calibration_prefix_is_class_balanced(tiny_setup):
+    from aihwkit_nabn.reproduce import Comparison
+
+    tmp_path, config = tiny_setup
+    cmp = Comparison(config, base=tmp_path, device="cpu", progress=False)
+    # calibration takes the first num_samples images: they must not be the first classes only
+    assert len(torch.unique(cmp.calib_labels[:10])) == 10
+    labeled = [batch[1] for batch in cmp.labeled]
+    assert all(len(torch.unique(y)) > 1 for y in labeled)

@@ -42,6 +42,7 @@ __all__ = [
     "TensorImageDataset",
     "make_loader",
     "stratified_subset",
+    "balanced_order",
     "make_demo_sample",
     "load_demo_sample",
 ]
@@ -467,6 +468,24 @@ def stratified_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tens
         perm = torch.randperm(len(members), generator=generator)
         chosen.append(members[perm[:k]])
     return torch.sort(torch.cat(chosen)).values
+
+
+def balanced_order(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Return a permutation of ``range(len(labels))`` whose every prefix is as class-balanced as possible.
+
+    Classes take turns (in a seeded random order within each class), so the first ``k`` items hold
+    ``k // C`` or ``k // C + 1`` samples of each class. Use it before taking a prefix of data whose
+    order follows the classes (the CIFAR-10 archive and :func:`stratified_subset` are sorted): a
+    prefix of sorted data holds only the first classes, which biases BatchNorm statistics badly.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.int64).cpu()
+    generator = torch.Generator().manual_seed(seed)
+    rank = torch.empty(len(labels), dtype=torch.int64)
+    for cls in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == cls).flatten()
+        rank[members[torch.randperm(len(members), generator=generator)]] = torch.arange(len(members))
+    # sort by (rank within class, class order): one sample of every class, then the next round, ...
+    return torch.argsort(rank * (int(labels.max()) + 1) + labels, stable=True)
 
 
 # --------------------------------------------------------------------------- demo sample
