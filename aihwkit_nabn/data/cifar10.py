@@ -19,7 +19,6 @@ import json
 import os
 import pickle
 import tarfile
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -27,6 +26,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from ..checkpoints import atomic_save
 
 __all__ = [
     "CLASSES",
@@ -285,26 +286,6 @@ def _cache_file(cache_dir: Path, fingerprint: Dict[str, object], split: str) -> 
     return cache_dir / f"cifar10_{split}_{digest}.pt"
 
 
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    """Write ``obj`` with ``torch.save`` to a temporary file in the same folder, then rename it into place.
-
-    The rename is atomic, so a crash or a concurrent reader never sees a half-written file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _read_cache(path: Path) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
     """Return cached ``(images, labels)`` or None if the file is absent or unusable."""
     if not path.is_file():
@@ -356,7 +337,7 @@ def load_cifar10(
     images, labels = _decode(path, kind, split, progress)
     if cache_path is not None:
         try:
-            _atomic_torch_save(
+            atomic_save(
                 {"images": images, "labels": labels, "source": str(path.resolve()), "split": split},
                 cache_path,
             )
@@ -542,7 +523,7 @@ def make_demo_sample(
         "calib_labels": train_y[calib_idx].clone(),
         "meta": meta,
     }
-    _atomic_torch_save(blob, out)
+    atomic_save(blob, out)
     return out
 
 
