@@ -300,7 +300,7 @@ def method_costs(rows: Sequence[Mapping[str, Any]], hwa_meta: Mapping[str, Mappi
 def write_costs(costs: Sequence[Mapping[str, Any]], out_dir: Path) -> None:
     """Write ``costs.json`` and ``costs.md``."""
     (out_dir / "costs.json").write_text(json.dumps(list(costs), indent=1) + "\n")
-    lines = ["| model | method | top-1 at last time | GPU s per deployment | unlabeled | labeled | params trained per chip "
+    lines = ["| model | method | top-1 at last time | device s per deployment | unlabeled | labeled | params trained per chip "
              "| HWA training (once per model) | peak MiB |", "|" + " --- |" * 9]
 
     def fmt(v: Any, spec: str = "") -> str:
@@ -317,7 +317,7 @@ def write_costs(costs: Sequence[Mapping[str, Any]], out_dir: Path) -> None:
 
 def plot_accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], costs: Sequence[Mapping[str, Any]], path: Path,
                           t_last: float) -> Path:
-    """Plot top-1 at the last drift time against GPU seconds per deployment (+ HWA training), per model."""
+    """Plot top-1 at the last drift time against device seconds per deployment (+ HWA training), per model."""
     import matplotlib  # pylint: disable=import-outside-toplevel
 
     matplotlib.use("Agg")
@@ -331,7 +331,7 @@ def plot_accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], costs: Sequence[Map
             ax.errorbar([max(cost, 1e-3)], [c["top1_last_time"]], yerr=[c["top1_std"]], marker="o", capsize=3,
                         label=c["method"])
         ax.set_xscale("log")
-        ax.set_xlabel("GPU seconds (deployment on one chip + HWA training)")
+        ax.set_xlabel("device seconds (deployment on one chip + HWA training)")
         ax.set_title(f"{model}, {time_label(t_last)} after programming")
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("top-1 (%)")
