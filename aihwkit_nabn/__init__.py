@@ -7,7 +7,7 @@ Deployment on simulated chips
     to_analog                                                   -- convert a trained model (deep copy)
     Chip, make_chips, check_drift_time                          -- programmed chips, drifted to time t
     without_drift_compensation                                  -- raw drifted read-out, for comparison
-    accelerate, restore_stock, is_accelerated                   -- same physics, faster layout
+    accelerate, restore_stock, is_accelerated, acceleration_report -- same physics, faster layout
 Noise-aware BatchNorm calibration
     calibrate_bn, noise_aware_bn                                -- re-estimate BN statistics on the chip
     restore_bn, snapshot_bn, BNSnapshot, find_bn_layers         -- exact undo
@@ -24,12 +24,11 @@ Hardware-aware training (HWA) on torch tiles
     TorchHWAPreset, hwa_inference_config, HWA_PRESET_FIELDS     -- StandardHWATrainingPreset for torch tiles
     train_hwa, save_hwa_checkpoint, load_hwa_model              -- HWA fine-tuning, plain HWA checkpoints
     apply_input_range_fix, input_range_gradient_is_correct      -- input-range gradient fix (torch >= 2.14)
+The CIFAR-10 comparison (``aihwkit-nabn reproduce cifar10``)
+    reproduce.run_comparison, reproduce.load_config             -- config-driven grid, retention, calibration size
 """
 
-try:  # TEMPORARY while acceleration.py is being written
-    from .acceleration import accelerate, is_accelerated, restore_stock
-except ImportError:  # pragma: no cover
-    pass
+from .acceleration import accelerate, acceleration_report, is_accelerated, restore_stock
 from .batchnorm import BNSnapshot, find_bn_layers, restore_bn, snapshot_bn
 from .batches import TensorBatches
 from .calibration import calibrate_bn, noise_aware_bn
@@ -47,8 +46,15 @@ from .errors import (
     NonFiniteActivationError,
 )
 from .finetune import FrozenModel, bn_optimizer, bn_parameters, finetune_bn, finetuned_bn, freeze_all_but_bn
-from .methods import AnalogUncompensated, Digital, GlobalDriftCompensated, Method, NoiseAwareBN, standard_methods
-from .methods import BNFineTune
+from .methods import (
+    AnalogUncompensated,
+    BNFineTune,
+    Digital,
+    GlobalDriftCompensated,
+    Method,
+    NoiseAwareBN,
+    standard_methods,
+)
 from .metrics import Top1Accuracy
 from .presets import PCMInferencePreset, apply_overrides, pcm_inference_config
 from .report import summarize, write_report
