@@ -47,6 +47,7 @@ from .training import (
     _resolve_device,
     _warmup_cosine,
     evaluate_top1,
+    load_resume_state,
     random_crop_flip,
 )
 
@@ -284,7 +285,9 @@ def train_hwa(
     start_epoch, history, prior_seconds, init_batches = 0, [], 0.0, 0
     resume_file = Path(resume_path) if resume_path is not None else None
     if resume_file is not None and resume_file.exists():
-        state = _load_resume_state(resume_file, hparams, seed)
+        state = load_resume_state(resume_file, hparams, seed, fmt=_RESUME_FORMAT, what="HWA training state",
+                                  keys=("epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov",
+                                        "n_train", "digital_layers", "rpu_config"), opaque=("rpu_config",))
         load_analog_state(model, state["model"], f"training state {str(resume_file)!r}")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -375,28 +378,6 @@ def train_hwa(
         "aihwkit_version": str(aihwkit.__version__), "preset": type(rpu_config).__name__,
         "input_range_fix": fix_status, "input_ranges": input_ranges(model), "init_batches": init_batches,
     }
-
-
-def _load_resume_state(path: Path, hparams: Dict[str, Any], seed: int) -> Dict[str, Any]:
-    """Load an HWA training state (``weights_only=True``) and check it belongs to this run."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"cannot read HWA training state {str(path)!r} ({type(exc).__name__}); delete it to start afresh"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != _RESUME_FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not an aihwkit-nabn HWA training state")
-    keys = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "n_train",
-            "digital_layers", "rpu_config")
-    diff = {k: (state["hparams"].get(k), hparams[k]) for k in keys if state["hparams"].get(k) != hparams[k]}
-    if state.get("seed") != seed:
-        diff["seed"] = (state.get("seed"), seed)
-    if diff:
-        shown = {k: ("<differs>" if k == "rpu_config" else v) for k, v in diff.items()}
-        raise CheckpointError(f"HWA training state {str(path)!r} was made with other settings "
-                              f"(saved vs now: {shown}); delete it or pass a different resume_path")
-    return state
 
 
 # --------------------------------------------------------------------------- checkpoints

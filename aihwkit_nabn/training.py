@@ -16,7 +16,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -234,7 +234,7 @@ def train_classifier(
     start_epoch, history, prior_seconds = 0, [], 0.0
     resume_file = Path(resume_path) if resume_path is not None else None
     if resume_file is not None and resume_file.exists():
-        state = _load_resume_state(resume_file, hparams, seed)
+        state = load_resume_state(resume_file, hparams, seed)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -348,25 +348,37 @@ def train_classifier(
     }
 
 
-def _load_resume_state(path: Path, hparams: Dict[str, Any], seed: int) -> Dict[str, Any]:
-    """Load a training state (``weights_only=True``) and check it belongs to this run."""
+_RESUME_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov",
+                "label_smoothing", "warmup_epochs", "n_train")
+
+
+def load_resume_state(path: Path, hparams: Dict[str, Any], seed: int, *, fmt: str = _RESUME_FORMAT,
+                      keys: Tuple[str, ...] = _RESUME_KEYS, what: str = "training state",
+                      opaque: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """Load a resumable training state (``weights_only=True``) and check it belongs to this run.
+
+    ``fmt`` is the state's format tag, ``keys`` the hyper-parameters that must match ``hparams`` (and
+    ``seed``); values of ``opaque`` keys are shown as ``<differs>`` in the error. Returns the state dict.
+
+    Raises:
+        CheckpointError: unreadable file, another format, or other settings (named in the message).
+    """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
-            f"cannot read training state {str(path)!r} ({type(exc).__name__}); delete it to start afresh"
+            f"cannot read {what} {str(path)!r} ({type(exc).__name__}); delete it to start afresh"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != _RESUME_FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not an aihwkit-nabn training state")
-    keys = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov",
-            "label_smoothing", "warmup_epochs", "n_train")
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise CheckpointError(f"{str(path)!r} is not an aihwkit-nabn {what}")
     diff = {k: (state["hparams"].get(k), hparams[k]) for k in keys if state["hparams"].get(k) != hparams[k]}
     if state.get("seed") != seed:
         diff["seed"] = (state.get("seed"), seed)
     if diff:
+        shown = {k: ("<differs>" if k in opaque else v) for k, v in diff.items()}
         raise CheckpointError(
-            f"training state {str(path)!r} was made with other settings "
-            f"(saved vs now: {diff}); delete it or pass a different resume_path"
+            f"{what} {str(path)!r} was made with other settings "
+            f"(saved vs now: {shown}); delete it or pass a different resume_path"
         )
     return state
 
