@@ -101,15 +101,20 @@ ACCELERATED = "accelerated"
 # --------------------------------------------------------------------------
 
 
-def _im2col_forward(x: Tensor, ks, dil, pad, st) -> Tensor:
-    n, c, h, w = x.shape
-    kh, kw = ks
-    dh, dw = dil
-    ph, pw = pad
-    sh, sw = st
+def _padded_patch_geometry(x: Tensor, ks, dil, pad, st):
+    """Return ``(padded x, output height, output width)`` of a 2-D patch extraction."""
+    _, _, h, w = x.shape
+    (kh, kw), (dh, dw), (ph, pw), (sh, sw) = ks, dil, pad, st
     oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     xp = torch.nn.functional.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x
+    return xp, oh, ow
+
+
+def _im2col_forward(x: Tensor, ks, dil, pad, st) -> Tensor:
+    n, c, _, _ = x.shape
+    (kh, kw), (dh, dw), (sh, sw) = ks, dil, st
+    xp, oh, ow = _padded_patch_geometry(x, ks, dil, pad, st)
     s_n, s_c, s_h, s_w = xp.stride()
     view = xp.as_strided(
         (n, c, kh, kw, oh, ow),
@@ -170,14 +175,9 @@ class _Im2Col(Function):
 
 def _im2col_patch_major(x: Tensor, ks, dil, pad, st) -> Tensor:
     """``unfold(x).transpose(-1, -2)`` materialised contiguous: ``[N, L, K]``."""
-    n, c, h, w = x.shape
-    kh, kw = ks
-    dh, dw = dil
-    ph, pw = pad
-    sh, sw = st
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    xp = torch.nn.functional.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x
+    n, c, _, _ = x.shape
+    (kh, kw), (dh, dw), (sh, sw) = ks, dil, st
+    xp, oh, ow = _padded_patch_geometry(x, ks, dil, pad, st)
     s_n, s_c, s_h, s_w = xp.stride()
     view = xp.as_strided(
         (n, oh, ow, c, kh, kw),

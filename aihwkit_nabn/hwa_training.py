@@ -46,6 +46,7 @@ from .training import (
     _normalize_on,
     _resolve_device,
     _warmup_cosine,
+    epoch_order,
     evaluate_top1,
     load_resume_state,
     random_crop_flip,
@@ -314,10 +315,7 @@ def train_hwa(
     for epoch in bar:
         t_epoch = time.perf_counter()
         model.train()  # HWA: weight noise on, input ranges and output scales learned
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)  # data order depends on (seed, epoch)
-        perm = torch.randperm(n_train, generator=gen).to(dev)
-        shifts = torch.randint(0, 9, (n_train, 2), generator=gen).to(dev)
-        flips = (torch.rand(n_train, generator=gen) < 0.5).to(dev)
+        perm, shifts, flips = epoch_order(n_train, seed, epoch, dev)
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), dtype=torch.int64, device=dev)
         seen = 0

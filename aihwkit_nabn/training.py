@@ -27,7 +27,8 @@ from aihwkit_nabn.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
 from aihwkit_nabn.errors import CheckpointError
 from aihwkit_nabn.models.resnet_cifar import create_model
 
-__all__ = ["train_classifier", "evaluate_top1", "train_baseline", "random_crop_flip", "augment_like_training"]
+__all__ = ["train_classifier", "evaluate_top1", "train_baseline", "random_crop_flip", "augment_like_training",
+           "epoch_order", "load_resume_state"]
 
 PathLike = Union[str, os.PathLike]
 _RESUME_FORMAT = "aihwkit-nabn/train-state/v1"
@@ -79,6 +80,18 @@ def random_crop_flip(images_u8: torch.Tensor, shifts: torch.Tensor, flips: torch
     batch = torch.arange(b, device=images_u8.device)[:, None, None]
     out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
     return out.permute(0, 3, 1, 2)
+
+
+def epoch_order(n_train: int, seed: int, epoch: int, device: Any) -> "tuple[torch.Tensor, torch.Tensor, torch.Tensor]":
+    """Return ``(perm, shifts, flips)`` of one epoch on ``device``: the shuffled order and the crop/flip draws.
+
+    They depend only on ``(seed, epoch)``, so a resumed run sees exactly the data of an uninterrupted one.
+    """
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n_train, generator=gen).to(device, non_blocking=True)
+    shifts = torch.randint(0, 9, (n_train, 2), generator=gen).to(device, non_blocking=True)
+    flips = (torch.rand(n_train, generator=gen) < 0.5).to(device, non_blocking=True)
+    return perm, shifts, flips
 
 
 def augment_like_training(images_u8: torch.Tensor, seed: int = 0, pad: int = 4) -> torch.Tensor:
@@ -267,11 +280,7 @@ def train_classifier(
     for epoch in bar:
         t_epoch = time.perf_counter()
         model.train()
-        # Per-epoch generator: the data order depends only on (seed, epoch), so resume is exact.
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        perm = torch.randperm(n_train, generator=gen).to(dev, non_blocking=True)
-        shifts = torch.randint(0, 9, (n_train, 2), generator=gen).to(dev, non_blocking=True)
-        flips = (torch.rand(n_train, generator=gen) < 0.5).to(dev, non_blocking=True)
+        perm, shifts, flips = epoch_order(n_train, seed, epoch, dev)
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), dtype=torch.int64, device=dev)
         seen = 0
