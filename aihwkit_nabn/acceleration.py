@@ -282,6 +282,11 @@ def _stock_matmul_folds(input_: Tensor, weight: Tensor) -> bool:
     return all(strides[i] == strides[i + 1] * shape[i + 1] for i in range(input_.ndim - 2))
 
 
+def _input_clamp(x: Tensor, bound: float) -> Tensor:
+    """The MVM input clamp of the autograd path (``aihwkit_nabn.fixes`` swaps it on torch >= 2.14)."""
+    return torch.clamp(x, min=-bound, max=bound)
+
+
 def _prepare_input(
     input_: Tensor, weight: Tensor, scale: Any, scaling: bool, io: Any, nograd: bool
 ) -> Tensor:
@@ -318,7 +323,7 @@ def _prepare_input(
         scaled = input_ * scale if scaling else input_.clone()
         if res > 0:
             scaled = _UQ.apply(scaled, res, io.inp_bound, io.inp_sto_round)
-        scaled = torch.clamp(scaled, min=-bound, max=bound)
+        scaled = _input_clamp(scaled, bound)
 
     if noise > 0.0:
         scaled += noise * torch.randn_like(scaled)

@@ -27,8 +27,8 @@ written and tested against. It is installed in the two places that run this clam
 
 * ``AnalogMVM._prepare_input`` (aihwkit's stock path; a copy of aihwkit 1.1.0's method with only
   the clamp changed), and
-* ``aihwkit_nabn.acceleration._prepare_input`` (the accelerated mirror of the same method; only
-  its autograd branch is replaced, again differing only in the clamp), so accelerated and stock
+* ``aihwkit_nabn.acceleration._input_clamp``, the one clamp of the accelerated mirror's autograd
+  branch (the accelerated code calls it for exactly this purpose), so accelerated and stock
   layers stay bitwise identical, forward and backward.
 
 Nothing else changes: forward values, random numbers, the ``no_grad`` paths, the output-bound clamp
@@ -44,7 +44,6 @@ is idempotent, verifies the fix with the same probe, and is called by
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Dict, Optional
 
 import torch
@@ -68,8 +67,7 @@ __all__ = [
 
 # The stock methods, kept to restore them and to run the no-grad branch of the accelerated one.
 _STOCK_MVM_PREPARE = AnalogMVM.__dict__["_prepare_input"]
-_STOCK_ACC_PREPARE = _acc._prepare_input
-_ACC_SIGNATURE = ("input_", "weight", "scale", "scaling", "io", "nograd")
+_STOCK_ACC_CLAMP = _acc._input_clamp
 
 
 class _BoundClamp(Function):
@@ -121,24 +119,6 @@ def _fixed_mvm_prepare_input(
     if with_asymmetry:
         scaled_input[scaled_input < 0] *= asymmetry_scale
     return scaled_input
-
-
-def _fixed_acc_prepare_input(
-    input_: Tensor, weight: Tensor, scale: Any, scaling: bool, io: Any, nograd: bool
-) -> Tensor:
-    """``aihwkit_nabn.acceleration._prepare_input`` with :func:`bound_clamp` in its autograd branch."""
-    if nograd:
-        return _STOCK_ACC_PREPARE(input_, weight, scale, scaling, io, nograd)
-    bound = io.inp_bound if io.inp_bound > 0 else float("inf")
-    scaled = input_ * scale if scaling else input_.clone()
-    if io.inp_res > 0:
-        scaled = _acc._UQ.apply(scaled, io.inp_res, io.inp_bound, io.inp_sto_round)
-    scaled = bound_clamp(scaled, bound)  # the only change
-    if io.inp_noise > 0.0:
-        scaled += io.inp_noise * torch.randn_like(scaled)
-    if io.inp_asymmetry != 0.0:
-        scaled[scaled < 0] *= 1.0 - io.inp_asymmetry
-    return scaled
 
 
 _FIXED_MVM_PREPARE = classmethod(_fixed_mvm_prepare_input)
@@ -264,9 +244,8 @@ def apply_input_range_fix(force: bool = False) -> Dict[str, Any]:
         :func:`input_range_fix_status` after the call.
 
     Raises:
-        RuntimeError: if aihwkit is not 1.1.x (the fixed method is a copy of 1.1.0's), if
-            ``aihwkit_nabn.acceleration._prepare_input`` no longer has the signature the fix
-            mirrors, or if the gradient is still wrong after installing (the fix is then removed).
+        RuntimeError: if aihwkit is not 1.1.x (the fixed method is a copy of 1.1.0's),
+            or if the gradient is still wrong after installing (the fix is then removed).
     """
     if _installed():
         return input_range_fix_status()
@@ -277,14 +256,8 @@ def apply_input_range_fix(force: bool = False) -> Dict[str, Any]:
             f"the input-range gradient fix copies aihwkit 1.1.0's AnalogMVM._prepare_input, but aihwkit "
             f"{aihwkit.__version__} is installed; check whether this version still needs it"
         )
-    names = tuple(inspect.signature(_STOCK_ACC_PREPARE).parameters)
-    if names != _ACC_SIGNATURE:
-        raise RuntimeError(
-            f"aihwkit_nabn.acceleration._prepare_input{names} changed (the fix mirrors {_ACC_SIGNATURE}); "
-            "update aihwkit_nabn.fixes._fixed_acc_prepare_input to match it"
-        )
     AnalogMVM._prepare_input = _FIXED_MVM_PREPARE
-    _acc._prepare_input = _fixed_acc_prepare_input
+    _acc._input_clamp = bound_clamp
     if not input_range_gradient_is_correct():
         remove_input_range_fix()
         raise RuntimeError(
@@ -298,8 +271,7 @@ def remove_input_range_fix() -> None:
     """Restore aihwkit's and the acceleration's stock ``_prepare_input`` (no-op if not installed)."""
     if _installed():
         AnalogMVM._prepare_input = _STOCK_MVM_PREPARE
-    if _acc._prepare_input is _fixed_acc_prepare_input:
-        _acc._prepare_input = _STOCK_ACC_PREPARE
+    _acc._input_clamp = _STOCK_ACC_CLAMP
 
 
 def input_range_fix_status() -> Dict[str, Any]:
