@@ -42,7 +42,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a digital CIFAR-10 baseline and save its checkpoint."""
     from .training import train_baseline  # pylint: disable=import-outside-toplevel
 
-    hparams = {k: getattr(args, k) for k in ("batch_size", "lr", "weight_decay", "label_smoothing", "max_seconds")
+    hparams = {k: getattr(args, k) for k in ("batch_size", "lr", "weight_decay", "label_smoothing", "cutout_size",
+                                             "max_seconds", "compile")
                if getattr(args, k) is not None}
     result = train_baseline(args.arch, epochs=args.epochs, out_path=args.out, data_source=args.data, seed=args.seed,
                             device=args.device, progress=not args.quiet, **hparams)
@@ -55,7 +56,8 @@ def cmd_hwa(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
     """HWA-fine-tune a digital CIFAR-10 checkpoint on aihwkit torch tiles and save the HWA checkpoint."""
     from .hwa_training import train_hwa_cifar10  # pylint: disable=import-outside-toplevel
 
-    hparams = {k: getattr(args, k) for k in ("batch_size", "lr", "max_seconds") if getattr(args, k) is not None}
+    hparams = {k: getattr(args, k) for k in ("batch_size", "lr", "cutout_size", "max_seconds")
+               if getattr(args, k) is not None}
     result = train_hwa_cifar10(args.model, epochs=args.epochs, out_path=args.out, data_source=args.data,
                                seed=args.seed, device=args.device, progress=not args.quiet,
                                command=_command_line(argv), **hparams)
@@ -191,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--cutout-size", type=int, default=None, help="side of the Cutout square (default 16; 0 = none)")
+    p.add_argument("--compile", nargs="?", const=True, default=None, metavar="MODE",
+                   help="torch.compile the training forward (optionally a mode, e.g. reduce-overhead); "
+                        "falls back to eager if compiling fails")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="stop after the epoch that ends past this many seconds; re-run the same command to resume")
     p.add_argument("--device", default=None)
@@ -207,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="CIFAR-10 archive/folder (default ../shared/data/cifar10_jpg.tar.gz)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="default 128")
+    p.add_argument("--cutout-size", type=int, default=None,
+                   help="side of the Cutout square (default 16, as the shipped digital models; 0 = none)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate of AnalogSGD (default 0.02)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="stop after the epoch that ends past this many seconds; re-run the same command to resume")

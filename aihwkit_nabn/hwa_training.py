@@ -46,10 +46,11 @@ from .training import (
     _normalize_on,
     _resolve_device,
     _warmup_cosine,
+    CUTOUT_SIZE,
     epoch_order,
     evaluate_top1,
     load_resume_state,
-    random_crop_flip,
+    training_view,
 )
 
 __all__ = [
@@ -127,15 +128,15 @@ def input_ranges(model: nn.Module) -> Dict[str, float]:
 
 @torch.no_grad()
 def init_input_ranges(model: nn.Module, images: Tensor, *, batch_size: int = 128, seed: int = 0,
-                      device: Any = None) -> int:
+                      device: Any = None, cutout_size: int = CUTOUT_SIZE) -> int:
     """Initialise the input ranges from data with aihwkit's own ``init_from_data`` mechanism.
 
     aihwkit updates a tile's range from its first ``pre_post.input_range.init_from_data`` training
     batches (moving average of ``init_std_alpha`` x the input std). This runs those batches before
-    training: random training images (uint8 ``[N, 3, H, W]``, seeded by ``seed``) randomly cropped and
-    flipped like training batches, tiles in training mode, every other module (BatchNorm!) in eval
-    mode, no gradients. Tiles already initialised (e.g.
-    on resume) are not touched again.
+    training: random training images (uint8 ``[N, 3, H, W]``, seeded by ``seed``) augmented like
+    training batches (:func:`~aihwkit_nabn.training.training_view`, Cutout of ``cutout_size``), tiles
+    in training mode, every other module (BatchNorm!) in eval mode, no gradients. Tiles already
+    initialised (e.g. on resume) are not touched again.
 
     Returns:
         the number of batches run (0 if every range was already initialised).
@@ -157,7 +158,10 @@ def init_input_ranges(model: nn.Module, images: Tensor, *, batch_size: int = 128
             idx = torch.randint(0, len(images), (min(batch_size, len(images)),), generator=gen)
             shifts = torch.randint(0, 9, (len(idx), 2), generator=gen).to(device)
             flips = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
-            model(_normalize_on(random_crop_flip(images[idx].to(device), shifts, flips)).contiguous())
+            centers = torch.stack([torch.randint(0, images.shape[-2], (len(idx),), generator=gen),
+                                   torch.randint(0, images.shape[-1], (len(idx),), generator=gen)], 1).to(device)
+            model(_normalize_on(training_view(images[idx].to(device), shifts, flips, centers,
+                                              cutout_size)).contiguous())
     finally:
         model.train(was_training)
     return need
@@ -211,6 +215,7 @@ def train_hwa(
     weight_decay: float = 1e-4,
     nesterov: bool = True,
     batch_size: int = 128,
+    cutout_size: int = CUTOUT_SIZE,
     seed: int = 0,
     device: Any = None,
     digital_layers: Iterable[str] = (),
@@ -236,6 +241,7 @@ def train_hwa(
         lr, momentum, weight_decay, nesterov: SGD settings (no weight decay on input ranges and
             learned output scales).
         batch_size: images per step; the last incomplete batch of each epoch is dropped.
+        cutout_size: side of the Cutout square (0: crop and flip only), as in the digital training.
         seed: fixes conversion, range initialisation, data order, augmentation and noise.
         device: None = CUDA if available else CPU.
         digital_layers: Conv/Linear layers to keep digital (e.g. ``["conv1", "fc"]``).
@@ -275,7 +281,9 @@ def train_hwa(
         "steps_per_epoch": steps_per_epoch, "digital_layers": digital_layers,
         "preset": type(rpu_config).__name__, "rpu_config": config_fields(rpu_config),
         "optimizer": "aihwkit AnalogSGD", "schedule": "cosine to 0, per step",
-        "augmentation": "random crop (zero pad 4) + horizontal flip", "precision": "fp32",
+        "augmentation": "random crop (zero pad 4) + horizontal flip"
+                        + (f" + cutout {cutout_size}x{cutout_size}" if cutout_size > 0 else ""),
+        "cutout_size": cutout_size, "precision": "fp32",
     }
 
     torch.manual_seed(seed)
@@ -288,7 +296,8 @@ def train_hwa(
     if resume_file is not None and resume_file.exists():
         state = load_resume_state(resume_file, hparams, seed, fmt=_RESUME_FORMAT, what="HWA training state",
                                   keys=("epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov",
-                                        "n_train", "digital_layers", "rpu_config"), opaque=("rpu_config",))
+                                        "cutout_size", "n_train", "digital_layers", "rpu_config"),
+                                  opaque=("rpu_config",))
         load_analog_state(model, state["model"], f"training state {str(resume_file)!r}")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -298,7 +307,8 @@ def train_hwa(
         if dev.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"], dev)
     else:
-        init_batches = init_input_ranges(model, train_images, batch_size=batch_size, seed=seed, device=dev)
+        init_batches = init_input_ranges(model, train_images, batch_size=batch_size, seed=seed, device=dev,
+                                         cutout_size=cutout_size)
     resumed_from = start_epoch
 
     log_file = Path(log_path) if log_path is not None else None
@@ -315,13 +325,14 @@ def train_hwa(
     for epoch in bar:
         t_epoch = time.perf_counter()
         model.train()  # HWA: weight noise on, input ranges and output scales learned
-        perm, shifts, flips = epoch_order(n_train, seed, epoch, dev)
+        perm, shifts, flips, centers = epoch_order(n_train, seed, epoch, dev, tuple(train_images.shape[-2:]))
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), dtype=torch.int64, device=dev)
         seen = 0
         for step in range(steps_per_epoch):
             idx = perm[step * batch_size:(step + 1) * batch_size]
-            x = _normalize_on(random_crop_flip(x_train[idx], shifts[idx], flips[idx])).contiguous()
+            x = _normalize_on(training_view(x_train[idx], shifts[idx], flips[idx], centers[idx],
+                                            cutout_size)).contiguous()
             y = y_train[idx]
             logits = model(x)
             loss = F.cross_entropy(logits, y)

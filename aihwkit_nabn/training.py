@@ -1,8 +1,9 @@
 """Fast digital training of the CIFAR ResNets, and top-1 evaluation.
 
-The whole training set stays on the device as uint8; random crop (zero-pad 4) and
-horizontal flip are one batched gather per step, so there is no per-image Python
-work and no DataLoader. On CUDA the model runs ``channels_last`` under bf16
+The whole training set stays on the device as uint8; random crop (zero-pad 4),
+horizontal flip and Cutout (DeVries & Taylor 2017, a 16x16 square of the mean colour)
+are two batched tensor ops per step, so there is no per-image Python work and no
+DataLoader. On CUDA the model runs ``channels_last`` under bf16
 autocast; on the CPU it runs in fp32. The learning rate follows a per-step linear
 warmup then cosine decay to zero. Every epoch appends one JSON line to ``log_path``
 and atomically saves a resumable state to ``resume_path``.
@@ -27,12 +28,13 @@ from aihwkit_nabn.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
 from aihwkit_nabn.errors import CheckpointError
 from aihwkit_nabn.models.resnet_cifar import create_model
 
-__all__ = ["train_classifier", "evaluate_top1", "train_baseline", "random_crop_flip", "augment_like_training",
-           "epoch_order", "load_resume_state"]
+__all__ = ["train_classifier", "evaluate_top1", "train_baseline", "random_crop_flip", "cutout", "training_view",
+           "augment_like_training", "epoch_order", "load_resume_state", "CUTOUT_SIZE"]
 
 PathLike = Union[str, os.PathLike]
 _RESUME_FORMAT = "aihwkit-nabn/train-state/v1"
 DATASET_NAME = "CIFAR-10 (JPEG q75 copy)"
+CUTOUT_SIZE = 16  # DeVries & Taylor 2017's square for CIFAR-10
 
 
 # --------------------------------------------------------------------------- helpers
@@ -82,8 +84,46 @@ def random_crop_flip(images_u8: torch.Tensor, shifts: torch.Tensor, flips: torch
     return out.permute(0, 3, 1, 2)
 
 
-def epoch_order(n_train: int, seed: int, epoch: int, device: Any) -> "tuple[torch.Tensor, torch.Tensor, torch.Tensor]":
-    """Return ``(perm, shifts, flips)`` of one epoch on ``device``: the shuffled order and the crop/flip draws.
+def cutout(images_u8: torch.Tensor, centers: torch.Tensor, size: int = CUTOUT_SIZE) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017): paint a ``size`` x ``size`` square of the dataset's mean colour.
+
+    Args:
+        images_u8: ``[B, 3, H, W]`` uint8 images (any memory layout); not modified.
+        centers: int ``[B, 2]`` square centres ``(cy, cx)`` in ``0..H-1`` / ``0..W-1``; a square
+            near the border is clipped, as in the paper.
+        size: side of the square; 0 returns the images unchanged.
+
+    Returns:
+        the images with the squares painted, same shape and memory layout. The mean colour becomes
+        (almost exactly) zero after normalisation, which is what the paper's zero mask does there.
+    """
+    if size <= 0:
+        return images_u8
+    _b, _c, h, w = images_u8.shape
+    ar_h = torch.arange(h, device=images_u8.device)
+    ar_w = torch.arange(w, device=images_u8.device)
+    lo = size // 2
+    in_rows = (ar_h >= centers[:, 0:1] - lo) & (ar_h < centers[:, 0:1] - lo + size)  # [B, H]
+    in_cols = (ar_w >= centers[:, 1:2] - lo) & (ar_w < centers[:, 1:2] - lo + size)  # [B, W]
+    mask = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # [B, 1, H, W]
+    fill = torch.tensor([round(m * 255) for m in CIFAR10_MEAN], dtype=images_u8.dtype,
+                        device=images_u8.device).view(1, -1, 1, 1)
+    return torch.where(mask, fill, images_u8)
+
+
+def training_view(images_u8: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, centers: torch.Tensor,
+                  cutout_size: int = CUTOUT_SIZE, pad: int = 4) -> torch.Tensor:
+    """The training augmentation of a batch: random crop after zero padding, flip, then Cutout.
+
+    Returns ``[B, C, H, W]`` uint8 images (``channels_last`` layout, like :func:`random_crop_flip`).
+    """
+    return cutout(random_crop_flip(images_u8, shifts, flips, pad), centers, cutout_size)
+
+
+def epoch_order(n_train: int, seed: int, epoch: int, device: Any,
+                image_size: Tuple[int, int] = (32, 32)) -> "tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]":
+    """Return ``(perm, shifts, flips, centers)`` of one epoch on ``device``: the shuffled order and the
+    crop / flip / Cutout draws (see :func:`training_view`).
 
     They depend only on ``(seed, epoch)``, so a resumed run sees exactly the data of an uninterrupted one.
     """
@@ -91,22 +131,29 @@ def epoch_order(n_train: int, seed: int, epoch: int, device: Any) -> "tuple[torc
     perm = torch.randperm(n_train, generator=gen).to(device, non_blocking=True)
     shifts = torch.randint(0, 9, (n_train, 2), generator=gen).to(device, non_blocking=True)
     flips = (torch.rand(n_train, generator=gen) < 0.5).to(device, non_blocking=True)
-    return perm, shifts, flips
+    centers = torch.stack([torch.randint(0, image_size[0], (n_train,), generator=gen),
+                           torch.randint(0, image_size[1], (n_train,), generator=gen)], 1).to(device, non_blocking=True)
+    return perm, shifts, flips, centers
 
 
-def augment_like_training(images_u8: torch.Tensor, seed: int = 0, pad: int = 4) -> torch.Tensor:
-    """Return one fixed, seeded training-style view of each image (zero-pad random crop + flip), contiguous.
+def augment_like_training(images_u8: torch.Tensor, seed: int = 0, pad: int = 4,
+                          cutout_size: int = CUTOUT_SIZE) -> torch.Tensor:
+    """Return one fixed, seeded training-style view of each image (zero-pad random crop, flip, Cutout), contiguous.
 
     Calibration data must look like the data the BatchNorm statistics were learned from: a network
     trained on padded random crops normalises with statistics that include the zero borders, and its
     later layers expect activations scaled that way. Re-estimating the statistics on plain training
     images lowers the first BN layer's mean variance by about a third and cost a ResNet-20 five points
-    of digital accuracy (90.5% -> 85.3%; with this view: 90.0%; ``results/calibration_view``).
+    of digital accuracy (90.5% -> 85.3%; with the crop-and-flip view: 90.0%; ``results/calibration_view``).
+    The shipped models are trained with Cutout too (``cutout_size``; 0 for a model trained without it).
     """
     gen = torch.Generator().manual_seed(seed)
-    shifts = torch.randint(0, 2 * pad + 1, (len(images_u8), 2), generator=gen)
-    flips = torch.rand(len(images_u8), generator=gen) < 0.5
-    return random_crop_flip(images_u8, shifts, flips, pad).contiguous()
+    n = len(images_u8)
+    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen)
+    flips = torch.rand(n, generator=gen) < 0.5
+    centers = torch.stack([torch.randint(0, images_u8.shape[-2], (n,), generator=gen),
+                           torch.randint(0, images_u8.shape[-1], (n,), generator=gen)], 1)
+    return training_view(images_u8, shifts, flips, centers, cutout_size, pad).contiguous()
 
 
 @torch.no_grad()
@@ -167,12 +214,13 @@ def train_classifier(
     nesterov: bool = True,
     label_smoothing: float = 0.0,
     warmup_epochs: float = 2.0,
+    cutout_size: int = CUTOUT_SIZE,
     seed: int = 0,
     device: Any = None,
     log_path: Optional[PathLike] = None,
     resume_path: Optional[PathLike] = None,
     progress: bool = True,
-    compile: bool = False,
+    compile: Union[bool, str] = False,
     stop_after_epochs: Optional[int] = None,
     max_seconds: Optional[float] = None,
 ) -> Dict[str, Any]:
@@ -187,6 +235,7 @@ def train_classifier(
         lr: peak learning rate (reached after ``warmup_epochs`` of linear warmup).
         momentum, weight_decay, nesterov: SGD settings (decay applies to all parameters).
         label_smoothing: passed to ``cross_entropy``.
+        cutout_size: side of the Cutout square (0: crop and flip only); see :func:`training_view`.
         seed: fixes the shuffling and augmentation of every epoch (derived from ``seed`` and
             the epoch number, so a resumed run sees the same data order).
         device: None = CUDA if available else CPU.
@@ -194,7 +243,9 @@ def train_classifier(
         resume_path: training state saved atomically after every epoch; if it exists at the
             start, training continues from it (hyper-parameters must match).
         progress: show a tqdm bar over epochs.
-        compile: wrap the model's training forward in ``torch.compile`` (CUDA speed-up, optional).
+        compile: wrap the model's training forward in ``torch.compile`` (a speed-up; True or a
+            ``torch.compile`` mode such as ``"reduce-overhead"``, which adds CUDA graphs). If
+            compiling fails, training warns and continues uncompiled.
         stop_after_epochs: train at most this many epochs in this call, then return with
             ``finished=False`` (the schedule still spans ``epochs``; call again to resume).
         max_seconds: stop after the first epoch that ends past this many seconds of this
@@ -229,7 +280,9 @@ def train_classifier(
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
         "weight_decay": weight_decay, "nesterov": nesterov, "label_smoothing": label_smoothing,
         "warmup_epochs": warmup_epochs, "schedule": "linear warmup + cosine to 0, per step",
-        "augmentation": "random crop (zero pad 4) + horizontal flip",
+        "augmentation": "random crop (zero pad 4) + horizontal flip"
+                        + (f" + cutout {cutout_size}x{cutout_size}" if cutout_size > 0 else ""),
+        "cutout_size": cutout_size,
         "precision": "bf16 autocast, channels_last" if cuda else "fp32",
         "n_train": n_train, "steps_per_epoch": steps_per_epoch,
     }
@@ -272,7 +325,11 @@ def train_classifier(
     x_test = test_images.to(dev)
     y_test = test_labels.to(dev, dtype=torch.int64)
 
-    train_forward = torch.compile(model) if compile else model
+    if compile:
+        train_forward = torch.compile(model, mode=None if compile is True else str(compile))
+        hparams["compile"] = "default" if compile is True else str(compile)
+    else:
+        train_forward = model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
     t_start = time.perf_counter()
     bar = tqdm(range(start_epoch, epochs), initial=start_epoch, total=epochs,
@@ -280,17 +337,19 @@ def train_classifier(
     for epoch in bar:
         t_epoch = time.perf_counter()
         model.train()
-        perm, shifts, flips = epoch_order(n_train, seed, epoch, dev)
+        perm, shifts, flips, centers = epoch_order(n_train, seed, epoch, dev, tuple(train_images.shape[-2:]))
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), dtype=torch.int64, device=dev)
         seen = 0
         for step in range(steps_per_epoch):
             idx = perm[step * batch_size:(step + 1) * batch_size]
-            x = _normalize_on(random_crop_flip(x_train[idx], shifts[idx], flips[idx]))
+            x = _normalize_on(training_view(x_train[idx], shifts[idx], flips[idx], centers[idx], cutout_size))
             if not cuda:
                 x = x.contiguous()
             y = y_train[idx]
             with autocast:
+                if train_forward is not model and seen == 0 and epoch == start_epoch:
+                    train_forward = _first_compiled_call(train_forward, model, x)
                 logits = train_forward(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -358,7 +417,31 @@ def train_classifier(
 
 
 _RESUME_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov",
-                "label_smoothing", "warmup_epochs", "n_train")
+                "label_smoothing", "warmup_epochs", "cutout_size", "n_train")
+
+
+def _first_compiled_call(compiled: Any, model: nn.Module, x: torch.Tensor) -> Any:
+    """Compile ``compiled`` on a throw-away forward of ``x``; on failure warn and return ``model``.
+
+    Compilation errors surface only at the first forward and backward; a speed-up must never cost the
+    run. The trial step's output and gradients are discarded, but its forward updates the BatchNorm
+    running statistics once, so the model's state is saved before and put back after.
+    """
+    import warnings  # pylint: disable=import-outside-toplevel
+
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        compiled(x).float().sum().backward()
+        return compiled
+    except Exception as exc:  # pylint: disable=broad-except
+        warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); training uncompiled", RuntimeWarning)
+        return model
+    finally:
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                v.copy_(saved[k])
+        for param in model.parameters():
+            param.grad = None
 
 
 def load_resume_state(path: Path, hparams: Dict[str, Any], seed: int, *, fmt: str = _RESUME_FORMAT,

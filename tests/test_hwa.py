@@ -155,13 +155,14 @@ def test_inference_config_and_preset_runs_accelerated():
 def test_train_hwa_step_changes_weights_and_input_ranges(digital):
     x, y = data(16)
     before = {k: v.clone() for k, v in digital.state_dict().items()}
+    # 8x8 images: a 4x4 Cutout square (the default 16 would cover the whole image)
     res = train_hwa(digital, x, y, x[:8], y[:8], epochs=1, batch_size=8, rpu_config=small_config(), lr=0.05,
-                    seed=3, device="cpu", progress=False)
+                    seed=3, device="cpu", progress=False, cutout_size=4)
     assert all(torch.equal(v, digital.state_dict()[k]) for k, v in before.items())  # input untouched
     # the state right before the first step: same seed, conversion and range initialisation
     torch.manual_seed(3)
     start = to_analog(digital, small_config())
-    assert init_input_ranges(start, x, batch_size=8, seed=3) == 2 == res["init_batches"]
+    assert init_input_ranges(start, x, batch_size=8, seed=3, cutout_size=4) == 2 == res["init_batches"]
     r0, r1 = input_ranges(start), res["input_ranges"]
     assert r0.keys() == r1.keys() and len(r0) == 3
     assert all(v != 3.0 for v in r0.values())  # initialised from data, not init_value

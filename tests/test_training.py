@@ -19,7 +19,9 @@ from aihwkit_nabn.checkpoints import load_checkpoint
 from aihwkit_nabn.data.cifar10 import CLASSES, load_demo_sample
 from aihwkit_nabn.errors import CheckpointError
 from aihwkit_nabn.models.resnet_cifar import create_model
-from aihwkit_nabn.training import evaluate_top1, random_crop_flip, train_baseline, train_classifier
+from aihwkit_nabn.data.cifar10 import CIFAR10_MEAN
+from aihwkit_nabn.training import (augment_like_training, cutout, evaluate_top1, random_crop_flip, train_baseline,
+                                   train_classifier, training_view)
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +40,33 @@ def test_random_crop_flip_matches_reference():
         dy, dx = shifts[i].tolist()
         ref = padded[i, :, dy:dy + 32, dx:dx + 32]
         assert torch.equal(out[i], ref.flip(-1) if flips[i] else ref)
+
+
+def test_cutout_matches_reference_and_clips_at_the_border():
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    centers = torch.tensor([[16, 16], [0, 0], [31, 5], [3, 30]])
+    out = cutout(x, centers, 16)
+    fill = torch.tensor([round(m * 255) for m in CIFAR10_MEAN], dtype=torch.uint8).view(3, 1, 1)
+    for i in range(4):
+        cy, cx = centers[i].tolist()
+        ref = x[i].clone()
+        ref[:, max(0, cy - 8):cy + 8, max(0, cx - 8):cx + 8] = fill  # DeVries & Taylor's clipped square
+        assert torch.equal(out[i], ref)
+    assert torch.equal(cutout(x, centers, 0), x)
+    assert not torch.equal(out, x) and x.dtype == out.dtype  # the input is not modified in place
+
+
+def test_training_view_is_crop_flip_then_cutout_and_calibration_view_is_seeded():
+    x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    shifts, flips = torch.randint(0, 9, (6, 2)), torch.rand(6) < 0.5
+    centers = torch.randint(0, 32, (6, 2))
+    assert torch.equal(training_view(x, shifts, flips, centers), cutout(random_crop_flip(x, shifts, flips), centers))
+    a, b = augment_like_training(x, seed=1), augment_like_training(x, seed=1)
+    assert torch.equal(a, b) and not torch.equal(a, augment_like_training(x, seed=2))
+    plain = augment_like_training(x, seed=1, cutout_size=0)  # same crops and flips, no squares
+    fill = torch.tensor([round(m * 255) for m in CIFAR10_MEAN], dtype=torch.uint8).view(1, 3, 1, 1).expand_as(a)
+    changed = a != plain
+    assert changed.any() and torch.equal(a[changed], fill[changed])
 
 
 def test_evaluate_top1_is_percent_and_restores_mode():
@@ -104,3 +133,25 @@ def test_train_baseline_end_to_end(tmp_path):
     for key in ("hparams", "command", "seconds", "device", "torch_version"):
         assert key in meta
     assert not model.training and model.fc.out_features == 10
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(sample, monkeypatch):
+    xtr, ytr, xte, yte = sample
+
+    def broken_compile(model, mode=None):
+        def forward(x):
+            raise RuntimeError("no compiler here")
+        return forward
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    torch.manual_seed(0)
+    model = create_model("resnet20")
+    with pytest.warns(RuntimeWarning, match="torch.compile failed"):
+        res = train_classifier(model, xtr[:64], ytr[:64], xte[:32], yte[:32], epochs=1, batch_size=32,
+                               device="cpu", progress=False, compile="reduce-overhead")
+    torch.manual_seed(0)
+    eager = train_classifier(create_model("resnet20"), xtr[:64], ytr[:64], xte[:32], yte[:32], epochs=1,
+                             batch_size=32, device="cpu", progress=False)
+    # the failed trial left no trace: the run equals an uncompiled one
+    assert res["history"][0]["train_loss"] == eager["history"][0]["train_loss"]
+    assert res["hparams"]["compile"] == "reduce-overhead"

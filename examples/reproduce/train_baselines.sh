@@ -3,6 +3,7 @@
 # Usage: bash examples/reproduce/train_baselines.sh OUT_DIR [EPOCHS]
 #   env DATA=path/to/cifar10_jpg.tar.gz  (default: ../shared/data/cifar10_jpg.tar.gz)
 #   env MAX_SECONDS=N  stop each run after the epoch that ends past N seconds (for time-limited jobs)
+#   env COMPILE=MODE   torch.compile the training forward (e.g. reduce-overhead: CUDA graphs)
 # Each run journals one JSON line per epoch and a resumable state beside its checkpoint, so
 # re-running the same command after an interruption (or a MAX_SECONDS stop) continues where it stopped.
 set -euo pipefail
@@ -12,6 +13,7 @@ data_args=()
 [ -n "${DATA:-}" ] && data_args=(--data "$DATA")
 time_args=()
 [ -n "${MAX_SECONDS:-}" ] && time_args=(--max-seconds "$MAX_SECONDS")
+[ -n "${COMPILE:-}" ] && time_args+=(--compile "$COMPILE")
 mkdir -p "$out"
 # Decode the JPEG archive once into the tensor cache before the parallel runs read it.
 python3 -c "import sys; from aihwkit_nabn.data.cifar10 import load_cifar10; load_cifar10('train', sys.argv[1] or None); load_cifar10('test', sys.argv[1] or None)" "${DATA:-}"
