@@ -89,7 +89,7 @@ def cifar10_sweep(
     }
     settings = {
         "test_samples": len(test_images), "calib_samples": calib_samples, "calib_split": "train",
-        "calib_view": "training augmentation (pad-4 random crop + flip), seeded" if calib_augment else "plain",
+        "calib_view": "training augmentation (pad-4 random crop + flip + cutout 16), seeded" if calib_augment else "plain",
         "digital_layers": list(digital_layers), "rpu_config": repr(rpu_config) if rpu_config is not None else "PCMInferencePreset()",
         **(dict(config) if config else {}),
     }

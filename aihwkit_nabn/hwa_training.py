@@ -230,7 +230,7 @@ def train_hwa(
     Applies :func:`~aihwkit_nabn.fixes.apply_input_range_fix` (needed on torch >= 2.14), converts
     with ``to_analog(accelerate=True)``, moves to ``device``, runs :func:`init_input_ranges`, then
     trains ``epochs`` epochs with ``AnalogSGD`` (cosine learning rate to 0 over all steps, per step)
-    on randomly cropped and flipped training images (the functions of :mod:`aihwkit_nabn.training`).
+    on training images augmented like the digital training (crop, flip, Cutout; :mod:`aihwkit_nabn.training`).
     fp32 throughout (no autocast: the analog simulation stays exact).
 
     Args:

@@ -31,6 +31,7 @@ from .methods import AnalogUncompensated, BNFineTune, Digital, GlobalDriftCompen
 from .metrics import Top1Accuracy
 from .models import list_models
 from .report import summarize, write_report
+from .rng import seeded
 from .sweep import SweepModel, run_sweep, time_label
 from .training import augment_like_training
 
@@ -102,15 +103,21 @@ def _inference_config(name: str) -> Any:
     raise ValueError(f"unknown [hardware] preset {name!r}; use 'hwa' or 'pcm'")
 
 
-def _calibrate_input_ranges(analog: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> None:
-    """Give a model that was not trained with input ranges aihwkit's data-calibrated ones (in place)."""
+def _calibrate_input_ranges(analog: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
+                            seed: int = 0) -> None:
+    """Give a model that was not trained with input ranges aihwkit's data-calibrated ones (in place).
+
+    The calibration forward passes draw aihwkit's noise, so they run in a stream seeded by ``seed``: a
+    resumed comparison (a new process) must deploy exactly the model the interrupted one deployed.
+    """
     from aihwkit.inference.calibration import (  # pylint: disable=import-outside-toplevel
         InputRangeCalibrationType,
         calibrate_input_ranges,
     )
 
     batches = TensorBatches(images, batch_size=batch_size, transform=normalize, device=device)
-    calibrate_input_ranges(analog, InputRangeCalibrationType.CACHE_QUANTILE, (((x,), {}) for x in batches))
+    with seeded(seed, "input_ranges", device=device):
+        calibrate_input_ranges(analog, InputRangeCalibrationType.CACHE_QUANTILE, (((x,), {}) for x in batches))
 
 
 class Comparison:
@@ -165,7 +172,7 @@ class Comparison:
         rpu = _inference_config(hardware.get("preset", "hwa"))
         analog = to_analog(digital, rpu).to(self.device)
         if rpu.pre_post.input_range.enable if hasattr(rpu, "pre_post") else False:
-            _calibrate_input_ranges(analog, self.ir_images, 256, self.device)
+            _calibrate_input_ranges(analog, self.ir_images, 256, self.device, seed=self.seed)
         variants = {"default": analog}
         if needs_hwa:
             from .hwa_training import load_hwa_model  # pylint: disable=import-outside-toplevel
@@ -201,7 +208,7 @@ class Comparison:
         hardware = self.config.get("hardware", {})
         settings = {"part": part, "test_samples": self.n_test, "calib_samples": self.calib_samples, "calib_split": "train",
                     "calib_order": "class-balanced prefixes (balanced_order)",
-                    "calib_view": "training augmentation (pad-4 random crop + flip), seeded",
+                    "calib_view": "training augmentation (pad-4 random crop + flip + cutout 16), seeded",
                     "labeled_samples": int(self.config["data"]["labeled_samples"]),
                     "hardware_preset": hardware.get("preset", "hwa"),
                     "input_ranges_for_non_hwa_models": "aihwkit calibrate_input_ranges (CACHE_QUANTILE) on training images"}

@@ -110,3 +110,18 @@ def test_comparison_calibration_prefix_is_class_balanced(tiny_setup):
     assert len(torch.unique(cmp.calib_labels[:10])) == 10
     labeled = [batch[1] for batch in cmp.labeled]
     assert all(len(torch.unique(y)) > 1 for y in labeled)
+
+
+def test_deployed_input_ranges_do_not_depend_on_the_process_history(tiny_setup):
+    # A resumed comparison runs in a new process; it must deploy the very model the first one did.
+    from aihwkit_nabn.hwa_training import input_ranges
+    from aihwkit_nabn.reproduce import Comparison
+
+    tmp_path, config = tiny_setup
+    deployed = []
+    for draws in (0, 7):
+        torch.rand(draws)  # a different global random state, as in another process
+        cmp = Comparison(config, base=tmp_path, device="cpu", progress=False)
+        deployed.append(input_ranges(cmp.model("r20", needs_hwa=False).analog["default"]))
+    assert deployed[0].keys() == deployed[1].keys() and len(deployed[0]) > 0
+    assert deployed[0] == deployed[1]

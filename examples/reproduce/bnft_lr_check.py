@@ -1,4 +1,4 @@
-"""Why BN fine-tuning fell below calibration alone in results/cifar10_cpu_check: a small lr/optimizer check.
+"""Why BN fine-tuning does not beat calibration alone in the comparison: a small lr/optimizer check.
 
 ResNet-32 on the comparison's hardware (TorchHWAPreset, calibrated input ranges), one chip, one year
 after programming, a balanced subset of 1,000 test images; after the same calibrate_bn as `nabn`,

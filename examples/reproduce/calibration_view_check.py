@@ -1,5 +1,6 @@
 """Why calibration uses the training view of the images: digital ResNet-20, BN statistics re-estimated
-on 1,024 training images, plain vs. training-style (pad-4 random crop + flip), top-1 on 2,000 test images.
+on 1,024 training images seen plain, as pad-4 random crops + flips, and as the full training view
+(crop + flip + Cutout 16, what the shipped models were trained on); top-1 on 2,000 test images.
 
 Usage: python examples/reproduce/calibration_view_check.py [--out results/calibration_view]
 """
@@ -28,7 +29,9 @@ def main() -> None:
     metric = nb.Top1Accuracy(nb.TensorBatches(test_x[idx], test_y[idx], batch_size=500, transform=normalize))
     calib = train_x[stratified_subset(train_y, 1024, seed=0)]
     result = {"model": args.model, "test_images": 2000, "calib_images": 1024, "trained_statistics": metric(model)}
-    for view, images in (("plain", calib), ("training view", augment_like_training(calib, seed=0))):
+    views = (("plain", calib), ("crop + flip", augment_like_training(calib, seed=0, cutout_size=0)),
+             ("training view", augment_like_training(calib, seed=0)))
+    for view, images in views:
         with nb.noise_aware_bn(model, nb.TensorBatches(images, batch_size=256, transform=normalize), num_samples=None):
             result[f"recalibrated, {view}"] = metric(model)
             result[f"first BN mean variance, {view}"] = float(model.bn1.running_var.mean())

@@ -6,9 +6,12 @@
 #   2. per model, as soon as its checkpoint exists: the core drift sweep (PCM preset), and
 #      HWA fine-tuning followed by the comparison's main grid (reproduce --parts main, one folder per model);
 #   3. ResNet-32's retention and calibration-size parts.
-# Packs runs/ into $OUT/runs.tar before the call's time is up.
-# env: CALL_SECONDS (default 550), EPOCHS (200), HWA_EPOCHS (8), BNFT_STEPS (40)
+# Packs runs/ into $OUT/runs_<folder>.tar before the call's time is up.
+# env: CALL_SECONDS (default 550), EPOCHS (200), HWA_EPOCHS (8; HWA_EPOCHS_<model> for one model),
+#      BNFT_STEPS (40), TEST_SAMPLES (main grid's stratified test subset; default 0 = all 10,000),
+#      EVAL_BATCH (main grid's evaluation batch, default 2500)
 source examples/reproduce/gpu_session.sh
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True  # many processes share the GPU
 set +e +o pipefail
 start=$SECONDS; budget=${CALL_SECONDS:-550}
 left() { echo $((budget - (SECONDS - start))); }
@@ -27,13 +30,15 @@ for m in resnet20 resnet32 resnet56; do
       --methods digital,analog,gdc,nabn --calib-samples 1024 --batch-size 2000 --device cuda --quiet \
       >> runs/core/$m.log 2>&1; echo "sweep rc=$?" >> runs/core/$m.log ) > /dev/null 2>&1 &
   ( wait_for runs/ckpt/$m.pt || exit 0
-    [ -f runs/hwa/${m}_hwa.pt ] || $cli hwa --model runs/ckpt/$m.pt --epochs "${HWA_EPOCHS:-8}" --batch-size 512 \
+    hwa_epochs=$(eval echo "\${HWA_EPOCHS_$m:-${HWA_EPOCHS:-8}}")
+    [ -f runs/hwa/${m}_hwa.pt ] || $cli hwa --model runs/ckpt/$m.pt --epochs "$hwa_epochs" --batch-size 512 \
       --lr 0.04 --out runs/hwa/${m}_hwa.pt --max-seconds $(( $(left) - 60 )) --device cuda --quiet \
       >> runs/hwa/$m.stdout 2>&1
     wait_for runs/hwa/${m}_hwa.pt || exit 0
     $cli reproduce cifar10 --parts main --models $m --out runs/reproduce/$m \
       --set models.$m.digital="\"runs/ckpt/$m.pt\"" --set models.$m.hwa="\"runs/hwa/${m}_hwa.pt\"" \
-      --set bnft.steps="${BNFT_STEPS:-40}" --set data.batch_size=2500 --quiet >> runs/reproduce/$m.log 2>&1
+      --set bnft.steps="${BNFT_STEPS:-40}" --set data.test_samples="${TEST_SAMPLES:-0}" --set data.batch_size="${EVAL_BATCH:-2500}" \
+      --quiet >> runs/reproduce/$m.log 2>&1
     echo "reproduce main rc=$?" >> runs/reproduce/$m.log ) > /dev/null 2>&1 &
 done
 ( wait_for runs/ckpt/resnet32.pt || exit 0
@@ -49,6 +54,7 @@ tail -n 4 runs/ckpt/*.stdout runs/hwa/*.stdout runs/hwa/*.log.jsonl runs/core/*.
 cat runs/core/*/summary.md runs/reproduce/*/main/summary.md 2>/dev/null | grep -e "1y\|31536000" | head -40
 # resume states of finished runs are not needed any more (and the carry limit is 64 MiB)
 for f in runs/ckpt/*.resume.pt runs/hwa/*.resume.pt; do [ -f "${f%.resume.pt}" ] && rm -f "$f"; done
-tar cf $OUT/runs.tar runs
+# one tar per folder: a single file over the device's return limit (about 16 MB) would not come back
+for d in ckpt hwa core reproduce; do tar cf $OUT/runs_$d.tar runs/$d; done
 ls -la $OUT
 exit 0
