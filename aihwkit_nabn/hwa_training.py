@@ -47,7 +47,8 @@ from .training import (
     _resolve_device,
     _warmup_cosine,
     CUTOUT_SIZE,
-    epoch_order,
+    draw_views,
+    epoch_batches,
     evaluate_top1,
     load_resume_state,
     training_view,
@@ -156,10 +157,7 @@ def init_input_ranges(model: nn.Module, images: Tensor, *, batch_size: int = 128
         for _ in range(need):
             # augmented like the training batches that aihwkit would initialise the ranges from
             idx = torch.randint(0, len(images), (min(batch_size, len(images)),), generator=gen)
-            shifts = torch.randint(0, 9, (len(idx), 2), generator=gen).to(device)
-            flips = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
-            centers = torch.stack([torch.randint(0, images.shape[-2], (len(idx),), generator=gen),
-                                   torch.randint(0, images.shape[-1], (len(idx),), generator=gen)], 1).to(device)
+            shifts, flips, centers = (t.to(device) for t in draw_views(len(idx), gen, tuple(images.shape[-2:])))
             model(_normalize_on(training_view(images[idx].to(device), shifts, flips, centers,
                                               cutout_size)).contiguous())
     finally:
@@ -325,16 +323,11 @@ def train_hwa(
     for epoch in bar:
         t_epoch = time.perf_counter()
         model.train()  # HWA: weight noise on, input ranges and output scales learned
-        perm, shifts, flips, centers = epoch_order(n_train, seed, epoch, dev, tuple(train_images.shape[-2:]))
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), dtype=torch.int64, device=dev)
         seen = 0
-        for step in range(steps_per_epoch):
-            idx = perm[step * batch_size:(step + 1) * batch_size]
-            x = _normalize_on(training_view(x_train[idx], shifts[idx], flips[idx], centers[idx],
-                                            cutout_size)).contiguous()
-            y = y_train[idx]
-            logits = model(x)
+        for x, y in epoch_batches(x_train, y_train, seed, epoch, batch_size, cutout_size):
+            logits = model(x.contiguous())
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -17,7 +17,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,7 @@ from aihwkit_nabn.errors import CheckpointError
 from aihwkit_nabn.models.resnet_cifar import create_model
 
 __all__ = ["train_classifier", "evaluate_top1", "train_baseline", "random_crop_flip", "cutout", "training_view",
-           "augment_like_training", "epoch_order", "load_resume_state", "CUTOUT_SIZE"]
+           "augment_like_training", "draw_views", "epoch_order", "epoch_batches", "load_resume_state", "CUTOUT_SIZE"]
 
 PathLike = Union[str, os.PathLike]
 _RESUME_FORMAT = "aihwkit-nabn/train-state/v1"
@@ -120,6 +120,20 @@ def training_view(images_u8: torch.Tensor, shifts: torch.Tensor, flips: torch.Te
     return cutout(random_crop_flip(images_u8, shifts, flips, pad), centers, cutout_size)
 
 
+def draw_views(n: int, gen: torch.Generator, image_size: Tuple[int, int] = (32, 32),
+               pad: int = 4) -> "tuple[torch.Tensor, torch.Tensor, torch.Tensor]":
+    """Draw ``(shifts, flips, centers)`` for ``n`` images from ``gen``: the random part of :func:`training_view`.
+
+    Every training-style view (an epoch's batches, the calibration view, the HWA range initialisation)
+    draws through this one function, so they all see the same augmentation distribution.
+    """
+    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen)
+    flips = torch.rand(n, generator=gen) < 0.5
+    centers = torch.stack([torch.randint(0, image_size[0], (n,), generator=gen),
+                           torch.randint(0, image_size[1], (n,), generator=gen)], 1)
+    return shifts, flips, centers
+
+
 def epoch_order(n_train: int, seed: int, epoch: int, device: Any,
                 image_size: Tuple[int, int] = (32, 32)) -> "tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]":
     """Return ``(perm, shifts, flips, centers)`` of one epoch on ``device``: the shuffled order and the
@@ -128,12 +142,23 @@ def epoch_order(n_train: int, seed: int, epoch: int, device: Any,
     They depend only on ``(seed, epoch)``, so a resumed run sees exactly the data of an uninterrupted one.
     """
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    perm = torch.randperm(n_train, generator=gen).to(device, non_blocking=True)
-    shifts = torch.randint(0, 9, (n_train, 2), generator=gen).to(device, non_blocking=True)
-    flips = (torch.rand(n_train, generator=gen) < 0.5).to(device, non_blocking=True)
-    centers = torch.stack([torch.randint(0, image_size[0], (n_train,), generator=gen),
-                           torch.randint(0, image_size[1], (n_train,), generator=gen)], 1).to(device, non_blocking=True)
-    return perm, shifts, flips, centers
+    perm = torch.randperm(n_train, generator=gen)
+    return tuple(t.to(device, non_blocking=True) for t in (perm, *draw_views(n_train, gen, image_size)))
+
+
+def epoch_batches(images_u8: torch.Tensor, labels: torch.Tensor, seed: int, epoch: int, batch_size: int,
+                  cutout_size: int = CUTOUT_SIZE) -> Iterator["tuple[torch.Tensor, torch.Tensor]"]:
+    """Yield one epoch's ``(x, y)`` training batches on the images' device, in :func:`epoch_order`.
+
+    ``x`` is the normalised :func:`training_view` of the batch (``channels_last`` layout), ``y`` its
+    labels; the last incomplete batch is dropped (unless it is the only one).
+    """
+    perm, shifts, flips, centers = epoch_order(len(images_u8), seed, epoch, images_u8.device,
+                                               tuple(images_u8.shape[-2:]))
+    for step in range(max(1, len(images_u8) // batch_size)):
+        idx = perm[step * batch_size:(step + 1) * batch_size]
+        x = training_view(images_u8[idx], shifts[idx], flips[idx], centers[idx], cutout_size)
+        yield _normalize_on(x), labels[idx]
 
 
 def augment_like_training(images_u8: torch.Tensor, seed: int = 0, pad: int = 4,
@@ -148,11 +173,7 @@ def augment_like_training(images_u8: torch.Tensor, seed: int = 0, pad: int = 4,
     The shipped models are trained with Cutout too (``cutout_size``; 0 for a model trained without it).
     """
     gen = torch.Generator().manual_seed(seed)
-    n = len(images_u8)
-    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen)
-    flips = torch.rand(n, generator=gen) < 0.5
-    centers = torch.stack([torch.randint(0, images_u8.shape[-2], (n,), generator=gen),
-                           torch.randint(0, images_u8.shape[-1], (n,), generator=gen)], 1)
+    shifts, flips, centers = draw_views(len(images_u8), gen, tuple(images_u8.shape[-2:]), pad)
     return training_view(images_u8, shifts, flips, centers, cutout_size, pad).contiguous()
 
 
@@ -337,16 +358,12 @@ def train_classifier(
     for epoch in bar:
         t_epoch = time.perf_counter()
         model.train()
-        perm, shifts, flips, centers = epoch_order(n_train, seed, epoch, dev, tuple(train_images.shape[-2:]))
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), dtype=torch.int64, device=dev)
         seen = 0
-        for step in range(steps_per_epoch):
-            idx = perm[step * batch_size:(step + 1) * batch_size]
-            x = _normalize_on(training_view(x_train[idx], shifts[idx], flips[idx], centers[idx], cutout_size))
+        for x, y in epoch_batches(x_train, y_train, seed, epoch, batch_size, cutout_size):
             if not cuda:
                 x = x.contiguous()
-            y = y_train[idx]
             with autocast:
                 if train_forward is not model and seen == 0 and epoch == start_epoch:
                     train_forward = _first_compiled_call(train_forward, model, x)
