@@ -125,3 +125,28 @@ def test_deployed_input_ranges_do_not_depend_on_the_process_history(tiny_setup):
         deployed.append(input_ranges(cmp.model("r20", needs_hwa=False).analog["default"]))
     assert deployed[0].keys() == deployed[1].keys() and len(deployed[0]) > 0
     assert deployed[0] == deployed[1]
+
+
+def test_merge_comparison_joins_per_model_folders(tiny_setup, tmp_path):
+    # examples/reproduce/merge_comparison.py merges folders of `reproduce --models <m>` run in parallel
+    import importlib.util
+    from pathlib import Path
+
+    from aihwkit_nabn.sweep import read_rows
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "reproduce" / "merge_comparison.py"
+    spec = importlib.util.spec_from_file_location("merge_comparison", script)
+    merge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge)
+    base, config = tiny_setup
+    run = base / "run"
+    run_comparison(config, run, parts=("main",), progress=False, command="test")
+    merge.main([str(tmp_path / "merged"), str(run), str(run)])  # the same folder twice: every row twice
+    rows, merged = read_rows(run / "main" / "rows.csv"), read_rows(tmp_path / "merged" / "main" / "rows.csv")
+    assert len(merged) == 2 * len(rows) > 0 and merged[: len(rows)] == rows
+    costs = json.loads((tmp_path / "merged" / "costs.json").read_text())
+    assert len(costs) == 2 * len(json.loads((run / "costs.json").read_text()))
+    for name in ("main/summary.md", "main/sweep.png", "accuracy_vs_cost.png", "run.json"):
+        assert (tmp_path / "merged" / name).stat().st_size > 0, name
+    with pytest.raises(SystemExit, match="did not finish"):
+        merge.main([str(tmp_path / "m2"), str(tmp_path / "nothing_here")])
