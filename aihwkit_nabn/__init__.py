@@ -1,66 +1,125 @@
 """aihwkit-nabn: noise-aware BatchNorm calibration for analog (PCM) inference with IBM aihwkit.
 
-Table of contents
------------------
-Deployment on simulated chips
-    PCMInferencePreset, pcm_inference_config, apply_overrides   -- inference rpu_configs
-    to_analog                                                   -- convert a trained model (deep copy)
-    Chip, make_chips, check_drift_time                          -- programmed chips, drifted to time t
-    without_drift_compensation                                  -- raw drifted read-out, for comparison
-    accelerate, restore_stock, is_accelerated, acceleration_report -- same physics, faster layout
-Noise-aware BatchNorm calibration
+Table of contents (floors from the bottom; each imports only from floors below it -- ARCHITECTURE.md)
+------------------------------------------------------------------------------------------------------
+BatchNorm layers of any model (``bn/``)
     calibrate_bn, noise_aware_bn                                -- re-estimate BN statistics on the chip
-    restore_bn, snapshot_bn, BNSnapshot, find_bn_layers         -- exact undo
-BatchNorm-only fine-tuning (Bhattacharjee et al. 2023)
-    finetune_bn, finetuned_bn                                   -- train gamma/beta (and stats) on the chip
-    freeze_all_but_bn, bn_parameters, bn_optimizer              -- the same in your own training loop
-Drift-over-time evaluation
-    run_sweep, SweepModel, DEFAULT_TIMES                        -- models x methods x times x chips
-    Method, Digital, AnalogUncompensated, GlobalDriftCompensated, NoiseAwareBN, standard_methods
-    BNFineTune                                                  -- method "bnft": finetune_bn per chip and time
+    snapshot_bn, restore_bn, BNSnapshot, find_bn_layers         -- exact undo
+    finetune_bn, finetuned_bn                                   -- BN-only fine-tuning (Bhattacharjee et al. 2023)
+    freeze_all_but_bn, bn_parameters, bn_optimizer, FrozenModel -- the same in your own training loop
+    TensorBatches                                               -- in-memory batches for all of the above
+Deployment on simulated chips (``analog/``)
+    PCMInferencePreset, pcm_inference_config, apply_overrides   -- inference rpu_configs
+    TorchHWAPreset, hwa_inference_config, HWA_PRESET_FIELDS     -- StandardHWATrainingPreset for torch tiles
+    to_analog, conversion_report, format_conversion_report      -- convert a trained model (deep copy), what became analog
+    Chip, make_chips                                            -- programmed chips, drifted to time t
+    check_drift_time, parse_time, time_label, DEFAULT_TIMES     -- drift times
+    without_drift_compensation                                  -- raw drifted read-out, for comparison
+aihwkit internals, version-gated (``_aihwkit/``)
+    accelerate, restore_stock, is_accelerated, acceleration_report -- same physics, faster layout
+    input_range_fix, apply_input_range_fix, remove_input_range_fix, input_range_fix_status,
+    input_range_gradient_is_correct                             -- learned-input-range gradient fix (torch >= 2.14)
+Training (``training/``)
+    fit_classifier, fit_hwa                                     -- digital and hardware-aware training, resumable
+    create_model, list_models, register_model                   -- the model registry
+    save_checkpoint, load_checkpoint, load_pretrained           -- plain, weights_only checkpoints
+    save_hwa_checkpoint, load_hwa_model                         -- HWA checkpoints (before programming)
+Drift-over-time evaluation (``evaluation/``)
+    run_sweep, SweepModel                                       -- models x methods x times x chips, journaled
+    Method, Digital, AnalogUncompensated, GlobalDriftCompensated, NoiseAwareBN, BNFineTune, standard_methods
+    build_methods, MethodData, METHOD_NAMES                     -- methods by name
     Top1Accuracy                                                -- metrics: metric(model) -> float
     summarize, write_report                                     -- CSV / JSON / Markdown / PNG
-Hardware-aware training (HWA) on torch tiles
-    TorchHWAPreset, hwa_inference_config, HWA_PRESET_FIELDS     -- StandardHWATrainingPreset for torch tiles
-    train_hwa, save_hwa_checkpoint, load_hwa_model              -- HWA fine-tuning, plain HWA checkpoints
-    apply_input_range_fix, input_range_gradient_is_correct      -- input-range gradient fix (torch >= 2.14)
-The CIFAR-10 comparison (``aihwkit-nabn reproduce cifar10``)
-    reproduce.run_comparison, reproduce.load_config             -- config-driven grid, retention, calibration size
+    Task, run_comparison, load_config, sweep_task               -- the task-agnostic comparison
+Tasks (``tasks/``)
+    get_task, list_tasks, register_task                         -- "cifar10" (aihwkit_nabn.tasks.cifar10), ...
+Errors (``errors``)
+    NABNError and its subclasses, each naming the problem
 """
 
-from .acceleration import accelerate, acceleration_report, is_accelerated, restore_stock
-from .batchnorm import BNSnapshot, find_bn_layers, restore_bn, snapshot_bn
-from .batches import TensorBatches
-from .calibration import calibrate_bn, noise_aware_bn
-from .chips import Chip, check_drift_time, make_chips
-from .compensation import without_drift_compensation
-from .deploy import to_analog
+from ._aihwkit.accelerated import accelerate, acceleration_report, is_accelerated, restore_stock
+from ._aihwkit.input_range_fix import (
+    apply_input_range_fix,
+    input_range_fix,
+    input_range_fix_status,
+    input_range_gradient_is_correct,
+    remove_input_range_fix,
+)
+from .analog.chips import Chip, make_chips
+from .analog.compensation import without_drift_compensation
+from .analog.convert import conversion_report, format_conversion_report, to_analog
+from .analog.hwa_preset import HWA_PRESET_FIELDS, TorchHWAPreset, hwa_inference_config
+from .analog.presets import PCMInferencePreset, apply_overrides, pcm_inference_config
+from .analog.times import DEFAULT_TIMES, check_drift_time, parse_time, time_label
+from .bn.calibrate import calibrate_bn, noise_aware_bn
+from .bn.finetune import FrozenModel, bn_optimizer, bn_parameters, finetune_bn, finetuned_bn, freeze_all_but_bn
+from .bn.layers import find_bn_layers
+from .bn.snapshot import BNSnapshot, restore_bn, snapshot_bn
 from .errors import (
     BatchNormConfigError,
     CalibrationDataError,
+    CalibrationDataWarning,
     CheckpointError,
+    ConfigError,
+    DataFormatError,
+    DataNotFoundError,
     DriftTimeError,
     FineTuneError,
     NABNError,
     NoBatchNormError,
     NonFiniteActivationError,
 )
-from .finetune import FrozenModel, bn_optimizer, bn_parameters, finetune_bn, finetuned_bn, freeze_all_but_bn
-from .methods import (
+from .evaluation.comparison import load_config, run_comparison
+from .evaluation.methods import (
+    METHOD_NAMES,
     AnalogUncompensated,
     BNFineTune,
     Digital,
     GlobalDriftCompensated,
     Method,
+    MethodData,
     NoiseAwareBN,
+    build_methods,
     standard_methods,
 )
-from .metrics import Top1Accuracy
-from .presets import PCMInferencePreset, apply_overrides, pcm_inference_config
-from .report import summarize, write_report
-from .sweep import DEFAULT_TIMES, SweepModel, run_sweep
-from .fixes import apply_input_range_fix, input_range_fix_status, input_range_gradient_is_correct
-from .hwa_preset import HWA_PRESET_FIELDS, TorchHWAPreset, hwa_inference_config
-from .hwa_training import load_hwa_model, save_hwa_checkpoint, train_hwa
+from .evaluation.metrics import Top1Accuracy
+from .evaluation.report import summarize, write_report
+from .evaluation.sweep import SweepModel, run_sweep
+from .evaluation.task import Task
+from .evaluation.task_sweep import sweep_task
+from .tasks import get_task, list_tasks, register_task
+from .training.checkpoints import load_checkpoint, load_pretrained, save_checkpoint
+from .training.digital import fit_classifier
+from .training.hwa import fit_hwa
+from .training.hwa_checkpoint import load_hwa_model, save_hwa_checkpoint
+from .training.registry import create_model, list_models, register_model
+from .utils.batches import TensorBatches
 
 __version__ = "0.1.0"
+
+__all__ = [
+    # bn/
+    "calibrate_bn", "noise_aware_bn", "snapshot_bn", "restore_bn", "BNSnapshot", "find_bn_layers",
+    "finetune_bn", "finetuned_bn", "freeze_all_but_bn", "bn_parameters", "bn_optimizer", "FrozenModel",
+    "TensorBatches",
+    # analog/
+    "PCMInferencePreset", "pcm_inference_config", "apply_overrides", "TorchHWAPreset", "hwa_inference_config",
+    "HWA_PRESET_FIELDS", "to_analog", "conversion_report", "format_conversion_report", "Chip", "make_chips", "check_drift_time", "parse_time",
+    "time_label", "DEFAULT_TIMES", "without_drift_compensation",
+    # _aihwkit/
+    "accelerate", "restore_stock", "is_accelerated", "acceleration_report", "input_range_fix",
+    "apply_input_range_fix", "remove_input_range_fix", "input_range_fix_status", "input_range_gradient_is_correct",
+    # training/
+    "fit_classifier", "fit_hwa", "create_model", "list_models", "register_model", "save_checkpoint",
+    "load_checkpoint", "load_pretrained", "save_hwa_checkpoint", "load_hwa_model",
+    # evaluation/
+    "run_sweep", "SweepModel", "Method", "Digital", "AnalogUncompensated", "GlobalDriftCompensated", "NoiseAwareBN",
+    "BNFineTune", "standard_methods", "build_methods", "MethodData", "METHOD_NAMES", "Top1Accuracy", "summarize",
+    "write_report", "Task", "run_comparison", "load_config", "sweep_task",
+    # tasks/
+    "get_task", "list_tasks", "register_task",
+    # errors
+    "NABNError", "NoBatchNormError", "BatchNormConfigError", "CalibrationDataError", "CalibrationDataWarning",
+    "NonFiniteActivationError", "DriftTimeError", "CheckpointError", "FineTuneError", "ConfigError",
+    "DataNotFoundError", "DataFormatError",
+]

@@ -1,297 +1,430 @@
-"""The ``aihwkit-nabn`` command: train, calibrate, sweep, demo."""
+"""The ``aihwkit-nabn`` command (also ``python -m aihwkit_nabn``): train, hwa, calibrate, sweep, reproduce, demo.
+
+A thin layer: every argument, ``--set`` value and config is checked first (:func:`main` turns a bad one
+into one line ``aihwkit-nabn: error: ...`` on stderr and exit status 2, before any data is read); then the
+task's data and the library do the work; an error raised while working ends as one line too (exit 1).
+``--debug`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import shlex
 import sys
+import traceback
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
 
-from .errors import DriftTimeError
+import torch
 
-_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "y": 365 * 86400.0}
+from .analog.chips import Chip
+from .analog.convert import to_analog
+from .analog.times import parse_time, parse_times
+from .bn.calibrate import calibrate_bn
+from .errors import ConfigError, NABNError
+from .evaluation.comparison import PARTS, load_config, parse_overrides, run_comparison
+from .evaluation.task import Option, Task
+from .evaluation.task_sweep import SWEEP_METHODS, sweep_task
+from .tasks import get_task, list_tasks
+from .tasks.cifar10.demo import run_demo
+from .utils.checks import check_unique
+from .utils.devices import resolve_device
+
+PROG = "aihwkit-nabn"
+DEFAULT_TASK = "cifar10"
 
 
-def parse_time(text: str) -> float:
-    """Return seconds for ``"3600"``, ``"1s"``, ``"1h"``, ``"1d"``, ``"30d"``, ``"1y"``, ``"2.5min"``."""
-    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(s|min|h|d|y)?\s*", text)
-    if not match:
-        raise DriftTimeError(f"cannot read drift time {text!r}: use seconds or a unit, e.g. 1s, 1h, 1d, 30d, 1y")
-    from .chips import check_drift_time  # pylint: disable=import-outside-toplevel
-
-    return check_drift_time(float(match.group(1)) * _UNITS[match.group(2) or "s"])
+class UsageError(Exception):
+    """A command-line argument is invalid (exit status 2)."""
 
 
-def parse_times(text: str) -> List[float]:
-    """Return the drift times of a comma-separated list such as ``"1s,1h,1d,30d,1y"``."""
-    return [parse_time(t) for t in text.split(",") if t.strip()]
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line, ``aihwkit-nabn: error: ...``, and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _split(text: str) -> List[str]:
+def _typed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Wrap a value parser so argparse reports its own message (not 'invalid <name> value')."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except (ValueError, TypeError) as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def _int(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise ConfigError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    return _typed(parse)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _device(text: str) -> str:
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {text!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {text!r}: CUDA is not available on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {text!r}: use cpu, cuda or cuda:N")
+    return text
+
+
+def _names(text: str) -> List[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _command_line(argv: Optional[Sequence[str]]) -> str:
-    return "aihwkit-nabn " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+def _command_line(argv: Sequence[str]) -> str:
+    return PROG + " " + " ".join(shlex.quote(a) for a in argv)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train a digital CIFAR-10 baseline and save its checkpoint."""
-    from .training import train_baseline  # pylint: disable=import-outside-toplevel
-
-    hparams = {k: getattr(args, k) for k in ("batch_size", "lr", "weight_decay", "label_smoothing", "cutout_size",
-                                             "max_seconds", "compile")
-               if getattr(args, k) is not None}
-    result = train_baseline(args.arch, epochs=args.epochs, out_path=args.out, data_source=args.data, seed=args.seed,
-                            device=args.device, progress=not args.quiet, **hparams)
-    print(json.dumps({"arch": args.arch, "top1": result["top1"], "seconds": result["seconds"], "out": result["out_path"],
-                      "epochs_done": result["epochs_done"], "finished": result["finished"]}, indent=1))
-    return 0
+# --------------------------------------------------------------------------- parser
 
 
-def cmd_hwa(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
-    """HWA-fine-tune a digital CIFAR-10 checkpoint on aihwkit torch tiles and save the HWA checkpoint."""
-    from .hwa_training import train_hwa_cifar10  # pylint: disable=import-outside-toplevel
-
-    hparams = {k: getattr(args, k) for k in ("batch_size", "lr", "cutout_size", "max_seconds")
-               if getattr(args, k) is not None}
-    result = train_hwa_cifar10(args.model, epochs=args.epochs, out_path=args.out, data_source=args.data,
-                               seed=args.seed, device=args.device, progress=not args.quiet,
-                               command=_command_line(argv), **hparams)
-    print(json.dumps({"model": args.model, "top1": result["top1"], "seconds": result["seconds"],
-                      "out": result["out_path"], "epochs_done": result["epochs_done"],
-                      "finished": result["finished"], "input_range_fix": result["input_range_fix"]}, indent=1))
-    return 0
+def _add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
+    """Offer a task's recipe options as ``--name-with-dashes`` flags (default: the recipe's own)."""
+    for option in options:
+        extra: Dict[str, Any] = {"nargs": "?", "const": option.const} if option.const is not None else {}
+        parser.add_argument("--" + option.name.replace("_", "-"), dest=option.name, type=_typed(option.type),
+                            default=None, help=option.help, metavar=option.metavar, **extra)
 
 
-def _cifar_split(args: argparse.Namespace):
-    """Return (test images, test labels, calibration images) for the sweep/calibrate commands."""
-    from .data.cifar10 import load_cifar10, stratified_subset  # pylint: disable=import-outside-toplevel
-
-    test_x, test_y = load_cifar10("test", args.data)
-    if args.test_samples:
-        idx = stratified_subset(test_y, args.test_samples, seed=args.seed)
-        test_x, test_y = test_x[idx], test_y[idx]
-    train_x, train_y = load_cifar10("train", args.data)
-    calib_idx = stratified_subset(train_y, args.calib_samples, seed=args.seed)
-    return test_x, test_y, train_x[calib_idx]
+def _common(p: argparse.ArgumentParser, *, task: bool = True) -> None:
+    if task:
+        p.add_argument("--task", default=DEFAULT_TASK, choices=list_tasks(), help=f"the task (default {DEFAULT_TASK})")
+    p.add_argument("--data", default=None, help="the task's data (default: ../shared/data/, or the task's "
+                                                "environment variable; cifar10: also 'shipped-sample')")
+    p.add_argument("--device", type=_typed(_device), default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    """Deploy one model on one chip, drift it, calibrate BN, report accuracy before/after, save the BN state."""
-    import torch  # pylint: disable=import-outside-toplevel
+def build_parser(task: Optional[Task] = None) -> argparse.ArgumentParser:
+    """Return the argument parser of the ``aihwkit-nabn`` command (``task``'s recipe options on train/hwa)."""
+    task = task or get_task(DEFAULT_TASK)
+    parser = _Parser(prog=PROG, description="Noise-aware BatchNorm calibration for analog (PCM) inference with IBM aihwkit.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    from .batches import TensorBatches  # pylint: disable=import-outside-toplevel
-    from .calibration import calibrate_bn  # pylint: disable=import-outside-toplevel
-    from .chips import Chip  # pylint: disable=import-outside-toplevel
-    from .cifar10_sweep import load_classifier  # pylint: disable=import-outside-toplevel
-    from .data.cifar10 import normalize  # pylint: disable=import-outside-toplevel
-    from .deploy import to_analog  # pylint: disable=import-outside-toplevel
-    from .metrics import Top1Accuracy  # pylint: disable=import-outside-toplevel
-
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    name, model, _ = load_classifier(args.model)
-    test_x, test_y, calib_x = _cifar_split(args)
-    metric = Top1Accuracy(TensorBatches(test_x, test_y, batch_size=500, transform=normalize, device=device))
-    chip = Chip(to_analog(model, digital_layers=_split(args.digital_layers)), args.chip_seed, device=device)
-    chip.drift_to(parse_time(args.time))
-    before = metric(chip.model)
-    from .training import augment_like_training  # pylint: disable=import-outside-toplevel
-
-    calib_x = augment_like_training(calib_x, seed=args.seed)  # the view the BN statistics were trained on
-    snapshot = calibrate_bn(chip.model, TensorBatches(calib_x, batch_size=256, transform=normalize, device=device),
-                            num_samples=args.calib_samples, progress=not args.quiet)
-    after = metric(chip.model)
-    report = {"model": name, "time_s": chip.t, "chip_seed": chip.seed, "gdc_top1": before, "nabn_top1": after,
-              "calib_samples": snapshot.info["samples"], "test_samples": len(test_y)}
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"bn_state": chip.save_bn_state().to_state_dict(), "report": report}, args.out)
-        report["out"] = args.out
-    print(json.dumps(report, indent=1))
-    return 0
-
-
-def cmd_sweep(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
-    """Run the drift sweep over models x methods x times x chips and write the report files."""
-    from .cifar10_sweep import cifar10_sweep, load_classifier  # pylint: disable=import-outside-toplevel
-
-    models = {}
-    for spec in _split(args.models):
-        name, model, _ = load_classifier(spec)
-        models[name] = model
-    test_x, test_y, calib_x = _cifar_split(args)
-    out = cifar10_sweep(
-        models, test_images=test_x, test_labels=test_y, calib_images=calib_x, out_dir=args.out,
-        times=parse_times(args.times), n_chips=args.chips, methods=_split(args.methods), calib_samples=args.calib_samples,
-        digital_layers=_split(args.digital_layers), device=args.device, seed=args.seed, progress=not args.quiet,
-        title="CIFAR-10 (JPEG q75 copy)", config={"command": _command_line(argv)}, batch_size=args.batch_size,
-    )
-    print(out["paths"]["summary.md"].read_text())
-    print("wrote", ", ".join(str(p) for p in out["paths"].values()))
-    return 0
-
-
-def cmd_reproduce(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
-    """Run the config-driven comparison (``reproduce cifar10``) and print its main table."""
-    from .reproduce import tomllib  # pylint: disable=import-outside-toplevel
-
-    from .reproduce import DEFAULT_CONFIGS, load_config, run_comparison  # pylint: disable=import-outside-toplevel
-
-    overrides = {}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set takes key=value (a dotted key and a TOML value), got {item!r}")
-        try:
-            overrides[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            overrides[key.strip()] = value  # a bare string
-    config_path = Path(args.config) if args.config else DEFAULT_CONFIGS[args.task]
-    config = load_config(config_path, overrides)
-    parts = _split(args.parts)
-    out = Path(args.out or f"results/{args.task}")
-    run = run_comparison(config, out, device=args.device, progress=not args.quiet, parts=parts,
-                         models=_split(args.models) if args.models else None, command=_command_line(argv))
-    if (out / "main" / "summary.md").exists():
-        print((out / "main" / "summary.md").read_text())
-    if (out / "costs.md").exists():
-        print((out / "costs.md").read_text())
-    print(f"wall time {run['wall_seconds']:.0f} s on {run['device']}; wrote {out}")
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the offline demo on the shipped ResNet-20 and CIFAR-10 sample."""
-    from .demo import run_demo  # pylint: disable=import-outside-toplevel
-
-    run_demo(out_dir=args.out, times=parse_times(args.times), n_chips=args.chips, device=args.device,
-             progress=not args.quiet, test_samples=args.test_samples, calib_samples=args.calib_samples)
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser of the ``aihwkit-nabn`` command."""
-    parser = argparse.ArgumentParser(
-        prog="aihwkit-nabn",
-        description="Noise-aware BatchNorm calibration for analog (PCM) inference with IBM aihwkit.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train a digital CIFAR-10 ResNet baseline (GPU recommended)",
-                       description="Train ResNet-20/32/56 on CIFAR-10 (JPEG q75 copy) and save a checkpoint "
-                                   "loadable with torch.load(weights_only=True). Resumes an interrupted run.")
-    p.add_argument("--arch", required=True, help="resnet20, resnet32 or resnet56")
-    p.add_argument("--epochs", type=int, required=True)
+    p = sub.add_parser("train", help="train a digital baseline of a task (GPU recommended)",
+                       description="Train a registered model on the task's training split and save a checkpoint "
+                                   "loadable with torch.load(weights_only=True). Resumes an interrupted run. "
+                                   f"Recipe options shown are those of --task {task.name}.")
+    p.add_argument("--arch", required=True, help=f"registered model, e.g. {', '.join(task.model_names())}")
+    p.add_argument("--epochs", type=_int(1), required=True)
     p.add_argument("--out", required=True, help="checkpoint path (.pt); a .log.jsonl and .resume.pt go beside it")
-    p.add_argument("--data", default=None, help="CIFAR-10 archive/folder (default ../shared/data/cifar10_jpg.tar.gz)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--label-smoothing", type=float, default=None)
-    p.add_argument("--cutout-size", type=int, default=None, help="side of the Cutout square (default 16; 0 = none)")
-    p.add_argument("--compile", nargs="?", const=True, default=None, metavar="MODE",
-                   help="torch.compile the training forward (optionally a mode, e.g. reduce-overhead); "
-                        "falls back to eager if compiling fails")
-    p.add_argument("--max-seconds", type=float, default=None,
+    p.add_argument("--seed", type=_int(0), default=0)
+    p.add_argument("--max-seconds", type=_typed(_positive_float), default=None,
                    help="stop after the epoch that ends past this many seconds; re-run the same command to resume")
-    p.add_argument("--device", default=None)
-    p.add_argument("--quiet", action="store_true")
+    _add_options(p, task.train_options)
+    _common(p)
 
     p = sub.add_parser("hwa", help="hardware-aware fine-tuning of a digital model on analog tiles (GPU recommended)",
-                       description="Convert a trained digital CIFAR-10 model to aihwkit torch tiles with TorchHWAPreset "
+                       description="Convert a trained digital model to aihwkit torch tiles with TorchHWAPreset "
                                    "(aihwkit's StandardHWATrainingPreset as far as the torch tile supports it), "
                                    "fine-tune it hardware-aware and save an HWA checkpoint (before any programming) "
                                    "loadable with torch.load(weights_only=True). Resumes an interrupted run.")
-    p.add_argument("--model", default="resnet20", help="checkpoint path or shipped model name (default resnet20)")
-    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--model", default=(task.model_names() or [""])[0],
+                   help="checkpoint path or shipped model name (default: the task's first)")
+    p.add_argument("--epochs", type=_int(1), required=True)
     p.add_argument("--out", required=True, help="HWA checkpoint path (.pt); a .log.jsonl and .resume.pt go beside it")
-    p.add_argument("--data", default=None, help="CIFAR-10 archive/folder (default ../shared/data/cifar10_jpg.tar.gz)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=None, help="default 128")
-    p.add_argument("--cutout-size", type=int, default=None,
-                   help="side of the Cutout square (default 16, as the shipped digital models; 0 = none)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate of AnalogSGD (default 0.02)")
-    p.add_argument("--max-seconds", type=float, default=None,
+    p.add_argument("--seed", type=_int(0), default=0)
+    p.add_argument("--max-seconds", type=_typed(_positive_float), default=None,
                    help="stop after the epoch that ends past this many seconds; re-run the same command to resume")
-    p.add_argument("--device", default=None)
-    p.add_argument("--quiet", action="store_true")
+    _add_options(p, task.hwa_options)
+    _common(p)
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data", default=None, help="CIFAR-10 archive/folder (default ../shared/data/cifar10_jpg.tar.gz)")
-        p.add_argument("--calib-samples", type=int, default=1024, help="training images for calibration (default 1024)")
-        p.add_argument("--test-samples", type=int, default=0, help="stratified test subset (default 0: all 10,000)")
-        p.add_argument("--digital-layers", default="", help="comma-separated layer names kept digital, e.g. conv1,fc")
-        p.add_argument("--seed", type=int, default=0, help="base seed of chips and data subsets")
-        p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-        p.add_argument("--quiet", action="store_true")
+    def deployment(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--calib-samples", type=_int(2), default=1024, help="training images for calibration (default 1024)")
+        p.add_argument("--test-samples", type=_int(0), default=0, help="stratified test subset (default 0: all)")
+        p.add_argument("--digital-layers", type=_names, default=[], help="comma-separated layer names kept digital, e.g. conv1,fc")
+        p.add_argument("--seed", type=_int(0), default=0, help="base seed of chips and data subsets")
+        _common(p)
 
     p = sub.add_parser("calibrate", help="calibrate BN on one drifted chip and save the calibrated BN state",
                        description="Deploy a model on one simulated PCM chip, drift it to --time, re-estimate BN "
-                                   "statistics on training images, report top-1 before/after, save the BN state.")
-    p.add_argument("--model", default="resnet20", help="checkpoint path or shipped model name (default resnet20)")
-    p.add_argument("--time", default="1y", help="drift time: seconds or 1s/1h/1d/30d/1y (default 1y)")
-    p.add_argument("--chip-seed", type=int, default=0)
+                                   "statistics on training images, report the metric before/after, save the BN state.")
+    p.add_argument("--model", default=(task.model_names() or [""])[0], help="checkpoint path or shipped model name")
+    p.add_argument("--time", type=_typed(parse_time), default=parse_time("1y"),
+                   help="drift time: seconds or 1s/1h/1d/30d/1y (default 1y)")
+    p.add_argument("--chip-seed", type=_int(0), default=0)
     p.add_argument("--out", default=None, help="where to save the calibrated BN state (.pt)")
-    common(p)
+    deployment(p)
 
     p = sub.add_parser("sweep", help="drift sweep: models x methods x times x chips, with report files",
                        description="Evaluate models on independent simulated PCM chips over drift time. Rows are "
                                    "journaled to OUT/rows.csv as they finish; re-running resumes.")
-    p.add_argument("--models", default="resnet20", help="comma-separated checkpoint paths or shipped model names")
-    p.add_argument("--methods", default="digital,analog,gdc,nabn")
-    p.add_argument("--times", default="1s,1h,1d,30d,1y")
-    p.add_argument("--chips", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=500, help="evaluation batch size (default 500)")
+    p.add_argument("--models", type=_names, default=["resnet20"], help="comma-separated checkpoint paths or shipped model names")
+    p.add_argument("--methods", type=_names, default=list(SWEEP_METHODS), help=f"any of {','.join(SWEEP_METHODS)}")
+    p.add_argument("--times", type=_typed(parse_times), default=parse_times("1s,1h,1d,30d,1y"))
+    p.add_argument("--chips", type=_int(1), default=5)
+    p.add_argument("--batch-size", type=_int(1), default=500, help="evaluation batch size (default 500)")
     p.add_argument("--out", required=True, help="output folder (rows.csv, summary.*, sweep.png)")
-    common(p)
+    deployment(p)
 
     p = sub.add_parser("reproduce", help="the full comparison of remedies (nabn, bnft, hwa, ...) from a config file",
                        description="Evaluate digital, analog, gdc, nabn, bnft, hwa, hwa+nabn and hwa+bnft over drift time on "
                                    "independent simulated chips, plus calibration retention and calibration-set size, "
                                    "with costs and plots. Every part is journaled and resumes where it stopped.")
-    p.add_argument("task", choices=["cifar10"], help="which comparison (its config: aihwkit_nabn/configs/<task>.toml)")
+    p.add_argument("task", choices=list_tasks(), help="which comparison (its config ships with the task)")
     p.add_argument("--config", default=None, help="another TOML config file")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set sweep.chips=1 --set 'sweep.times=[\"1s\",\"1y\"]'")
-    p.add_argument("--parts", default="main,retention,calib_size", help="which parts to run (default: all)")
-    p.add_argument("--models", default=None, help="only these models of the config, comma-separated (default: all)")
+    p.add_argument("--parts", type=_names, default=list(PARTS), help=f"which parts to run (default: {','.join(PARTS)})")
+    p.add_argument("--models", type=_names, default=None, help="only these models of the config (default: all)")
     p.add_argument("--out", default=None, help="output folder (default results/<task>)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: the config's, else cuda if available)")
-    p.add_argument("--quiet", action="store_true")
+    _common(p, task=False)
 
     p = sub.add_parser("demo", help="offline demo on the shipped ResNet-20 and CIFAR-10 sample (CPU, minutes)",
                        description="Load the shipped ResNet-20 checkpoint and CIFAR-10 sample (1,000 test and 512 "
                                    "training images), run a reduced drift sweep on class-balanced subsets of it, print "
                                    "the table and write the plot.")
     p.add_argument("--out", default="aihwkit-nabn-demo", help="output folder (default ./aihwkit-nabn-demo)")
-    p.add_argument("--times", default="1s,1d,1y")
-    p.add_argument("--chips", type=int, default=2)
-    p.add_argument("--test-samples", type=int, default=500, help="test images of the sample to use (max 1000)")
-    p.add_argument("--calib-samples", type=int, default=256, help="training images for calibration (max 512)")
-    p.add_argument("--device", default=None)
+    p.add_argument("--times", type=_typed(parse_times), default=parse_times("1s,1d,1y"))
+    p.add_argument("--chips", type=_int(1), default=2)
+    p.add_argument("--test-samples", type=_int(1), default=500, help="test images of the sample to use (max 1000)")
+    p.add_argument("--calib-samples", type=_int(2), default=256, help="training images for calibration (max 512)")
+    p.add_argument("--device", type=_typed(_device), default=None)
     p.add_argument("--quiet", action="store_true")
     return parser
 
 
+# --------------------------------------------------------------------------- commands
+# Each ``prepare_*`` checks everything it can without reading data and returns the work to do.
+
+Work = Callable[[], int]
+
+
+def _options(args: argparse.Namespace, options: Sequence[Option]) -> Dict[str, Any]:
+    values = {o.name: getattr(args, o.name) for o in options if getattr(args, o.name) is not None}
+    if args.max_seconds is not None:
+        values["max_seconds"] = args.max_seconds
+    return values
+
+
+def prepare_train(args: argparse.Namespace, task: Task, argv: Sequence[str]) -> Work:
+    """Check ``train``'s arguments; return the work."""
+    if args.arch not in task.model_names():
+        raise ConfigError(f"--arch {args.arch!r} is not a model of task {task.name}; choose from {task.model_names()}")
+    options = _options(args, task.train_options)
+
+    def work() -> int:
+        result = task.train(arch=args.arch, epochs=args.epochs, out=args.out, seed=args.seed, device=args.device,
+                            progress=not args.quiet, command=_command_line(argv), **options)
+        print(json.dumps(result, indent=1))
+        return 0
+
+    return work
+
+
+def _check_model_spec(task: Task, spec: str, flag: str) -> None:
+    if not Path(spec).is_file() and spec not in task.model_names():
+        raise ConfigError(f"{flag} {spec!r} is neither a checkpoint file nor a model of task {task.name} "
+                          f"({', '.join(task.model_names())})")
+
+
+def prepare_hwa(args: argparse.Namespace, task: Task, argv: Sequence[str]) -> Work:
+    """Check ``hwa``'s arguments; return the work."""
+    _check_model_spec(task, args.model, "--model")
+    options = _options(args, task.hwa_options)
+
+    def work() -> int:
+        result = task.train_hwa(model=args.model, epochs=args.epochs, out=args.out, seed=args.seed, device=args.device,
+                                progress=not args.quiet, command=_command_line(argv), **options)
+        print(json.dumps(result, indent=1))
+        return 0
+
+    return work
+
+
+def _check_digital_layers(model: torch.nn.Module, names: Sequence[str]) -> None:
+    known = dict(model.named_modules())
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"--digital-layers {unknown} are not layers of the model")
+
+
+def prepare_calibrate(args: argparse.Namespace, task: Task, argv: Sequence[str]) -> Work:
+    """Check ``calibrate``'s arguments (and load the model); return the work."""
+    _check_model_spec(task, args.model, "--model")
+    task.check_sizes(test=args.test_samples, train=args.calib_samples)
+    name, model, _ = task.load_model(args.model)
+    _check_digital_layers(model, args.digital_layers)
+
+    def work() -> int:
+        device = resolve_device(args.device)
+        metric = task.test_metric(args.test_samples, seed=args.seed, batch_size=500, device=device)
+        calib = task.calibration_data(args.calib_samples, seed=args.seed, batch_size=256, device=device,
+                                      balanced=False)
+        chip = Chip(to_analog(model, digital_layers=args.digital_layers), args.chip_seed, device=device)
+        chip.drift_to(args.time)
+        before = metric(chip.model)
+        snapshot = calibrate_bn(chip.model, calib, num_samples=args.calib_samples, progress=not args.quiet)
+        after = metric(chip.model)
+        report = {"model": name, "time_s": chip.t, "chip_seed": chip.seed, f"gdc_{task.metric_name}": before,
+                  f"nabn_{task.metric_name}": after, "calib_samples": snapshot.info["samples"],
+                  "test_samples": metric.samples}
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"bn_state": chip.save_bn_state().to_state_dict(), "report": report}, args.out)
+            report["out"] = args.out
+        print(json.dumps(report, indent=1))
+        return 0
+
+    return work
+
+
+def prepare_sweep(args: argparse.Namespace, task: Task, argv: Sequence[str]) -> Work:
+    """Check ``sweep``'s arguments (and load the models); return the work."""
+    unknown = [m for m in args.methods if m not in SWEEP_METHODS]
+    if unknown:
+        raise ConfigError(f"--methods {unknown}: `sweep` runs {list(SWEEP_METHODS)} "
+                          "(BN fine-tuning and HWA: `aihwkit-nabn reproduce`)")
+    check_unique("--methods", args.methods)
+    check_unique("--times", args.times)
+    if not args.models:
+        raise ConfigError("--models is empty")
+    for spec in args.models:
+        _check_model_spec(task, spec, "--models")
+    task.check_sizes(test=args.test_samples, train=args.calib_samples)
+    models = {}
+    for spec in args.models:
+        name, model, _ = task.load_model(spec)
+        if name in models:
+            raise ConfigError(f"--models: two models are named {name!r}")
+        _check_digital_layers(model, args.digital_layers)
+        models[name] = model
+
+    def work() -> int:
+        out = sweep_task(
+            task, models, out_dir=args.out, times=args.times, n_chips=args.chips, methods=args.methods,
+            test_samples=args.test_samples, calib_samples=args.calib_samples, digital_layers=args.digital_layers,
+            device=args.device, seed=args.seed, progress=not args.quiet, title=task.title,
+            config={"command": _command_line(argv)}, batch_size=args.batch_size,
+        )
+        print(out["paths"]["summary.md"].read_text())
+        print("wrote", ", ".join(str(p) for p in out["paths"].values()))
+        return 0
+
+    return work
+
+
+def prepare_reproduce(args: argparse.Namespace, task: Task, argv: Sequence[str]) -> Work:
+    """Check ``reproduce``'s arguments and config (every ``--set`` value); return the work."""
+    config_path = Path(args.config) if args.config else task.default_config
+    config = load_config(config_path, parse_overrides(args.set), base=Path.cwd())
+    unknown = [p for p in args.parts if p not in PARTS]
+    if unknown:
+        raise ConfigError(f"--parts {unknown}; choose from {list(PARTS)}")
+    if args.models is not None:
+        missing = [m for m in args.models if m not in config["models"]]
+        if missing:
+            raise ConfigError(f"--models {missing} are not in the config; it has {list(config['models'])}")
+    def work() -> int:
+        out = Path(args.out or f"results/{task.name}")
+        run = run_comparison(task, config, out, device=args.device, progress=not args.quiet, parts=args.parts,
+                             models=args.models, command=_command_line(argv))
+        for name in (out / "main" / "summary.md", out / "costs.md"):
+            if name.exists():
+                print(name.read_text())
+        print(f"wall time {run['wall_seconds']:.0f} s on {run['device']}; wrote {out}")
+        return 0
+
+    return work
+
+
+def prepare_demo(args: argparse.Namespace, task: Task, argv: Sequence[str]) -> Work:
+    """Check ``demo``'s arguments; return the work."""
+    if args.test_samples > 1000 or args.calib_samples > 512:
+        raise ConfigError(f"the shipped sample has 1000 test and 512 training images; got --test-samples "
+                          f"{args.test_samples} and --calib-samples {args.calib_samples}")
+    check_unique("--times", args.times)
+
+    def work() -> int:
+        run_demo(out_dir=args.out, times=args.times, n_chips=args.chips, device=args.device,
+                 progress=not args.quiet, test_samples=args.test_samples, calib_samples=args.calib_samples)
+        return 0
+
+    return work
+
+
+PREPARE = {"train": prepare_train, "hwa": prepare_hwa, "calibrate": prepare_calibrate, "sweep": prepare_sweep,
+           "reproduce": prepare_reproduce, "demo": prepare_demo}
+
+
+def _chosen_task(argv: Sequence[str]) -> str:
+    """The task named on the command line (``--task X`` or ``reproduce X``), before the full parse."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--task", default=None)
+    known, rest = pre.parse_known_args(argv)
+    if known.task:
+        return known.task
+    if "reproduce" in rest:
+        after = rest[rest.index("reproduce") + 1:]
+        positional = [a for a in after if not a.startswith("-")]
+        if positional and positional[0] in list_tasks():
+            return positional[0]
+    return DEFAULT_TASK
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``aihwkit-nabn`` console script."""
-    args = build_parser().parse_args(argv)
-    if args.command == "train":
-        return cmd_train(args)
-    if args.command == "calibrate":
-        return cmd_calibrate(args)
-    if args.command == "sweep":
-        return cmd_sweep(args, argv)
-    if args.command == "reproduce":
-        return cmd_reproduce(args, argv)
-    if args.command == "hwa":
-        return cmd_hwa(args, argv)
-    return cmd_demo(args)
+    """Entry point of the ``aihwkit-nabn`` console script; returns the exit status.
+
+    0 on success, 2 for an invalid argument or config (nothing was read or run), 1 for an error
+    during the work, 130 when interrupted (journaled runs resume where they stopped).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line
+    stage = "arguments"
+    try:
+        name = _chosen_task(argv)
+        task_name = name if name in list_tasks() else DEFAULT_TASK
+        args = build_parser(get_task(task_name)).parse_args(argv)
+        task = get_task(getattr(args, "task", None) or task_name, getattr(args, "data", None))
+        task.check_source()
+        work = PREPARE[args.command](args, task, argv)
+        stage = "work"
+        return work()
+    except SystemExit as exc:  # --help, or argparse exiting by itself
+        return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 2
+    except KeyboardInterrupt:
+        _error("interrupted (journaled sweeps and training resume when the same command is run again)")
+        return 130
+    except Exception as exc:  # pylint: disable=broad-except
+        if debug:
+            traceback.print_exc()
+        kind = "" if isinstance(exc, (NABNError, UsageError, OSError, ValueError)) else f"{type(exc).__name__}: "
+        hint = "" if debug or isinstance(exc, UsageError) else " (--debug shows the traceback)"
+        _error(f"{kind}{exc}{hint}")
+        return 2 if stage == "arguments" else 1
 
 
 if __name__ == "__main__":

@@ -31,3 +31,19 @@ class CheckpointError(NABNError, ValueError):
 
 class FineTuneError(NABNError, ValueError):
     """BatchNorm fine-tuning failed (a non-scalar, NaN/Inf or gradient-free loss); the previous BN state was restored."""
+
+
+class ConfigError(NABNError, ValueError):
+    """A command-line argument, a config value or an option is invalid (names the value and what is allowed)."""
+
+
+class DataNotFoundError(NABNError, FileNotFoundError):
+    """A dataset, split file or data source could not be found (names every place that was tried)."""
+
+
+class DataFormatError(NABNError, ValueError):
+    """A data file exists but cannot be used (wrong size, unknown class, out-of-range label); names the file."""
+
+
+class CalibrationDataWarning(UserWarning):
+    """The calibration data look unrepresentative (e.g. labels of only some classes: a class-sorted loader)."""

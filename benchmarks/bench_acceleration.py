@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark aihwkit_nabn.acceleration on CIFAR ResNets (digital vs stock
+"""Benchmark aihwkit_nabn._aihwkit.accelerated on CIFAR ResNets (digital vs stock
 analog vs accelerated analog).
 
 Measures, per model:
@@ -51,10 +51,10 @@ from aihwkit.simulator.parameters.enums import (  # noqa: E402
     WeightRemapType,
 )
 
-from aihwkit_nabn.acceleration import accelerate, acceleration_report  # noqa: E402
-from aihwkit_nabn.calibration import calibrate_bn  # noqa: E402
-from aihwkit_nabn.models import create_model  # noqa: E402
-from aihwkit_nabn.presets import PCMInferencePreset  # noqa: E402
+from aihwkit_nabn._aihwkit.accelerated import accelerate, acceleration_report  # noqa: E402
+from aihwkit_nabn.bn.calibrate import calibrate_bn  # noqa: E402
+from aihwkit_nabn.training.registry import create_model  # noqa: E402
+from aihwkit_nabn.analog.presets import PCMInferencePreset  # noqa: E402
 
 
 # ------------------------------------------------------------------ models

@@ -21,7 +21,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import aihwkit_nabn as nb
-from aihwkit_nabn.models import create_model
+from aihwkit_nabn.training.registry import create_model
 
 #: Operators that only make views (no data moves); they are counted as calls but not as traffic.
 _VIEWS = {"aten::view", "aten::view_as", "aten::reshape", "aten::_reshape_alias", "aten::as_strided", "aten::transpose",

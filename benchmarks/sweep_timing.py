@@ -10,7 +10,7 @@ Usage: python benchmarks/sweep_timing.py [--sweeps results/core] [--out results/
 import argparse
 from pathlib import Path
 
-from aihwkit_nabn.sweep import read_rows
+from aihwkit_nabn.evaluation.journal import read_rows
 
 
 def main() -> None:

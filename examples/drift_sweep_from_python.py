@@ -3,7 +3,7 @@
 What it does, step by step:
 
 1. Gets a CIFAR-10 ResNet-20: the weights shipped with aihwkit-nabn
-   (``aihwkit_nabn.checkpoints.load_pretrained("resnet20")``) when the package has them, a checkpoint
+   (``aihwkit_nabn.load_pretrained("resnet20")``) when the package has them, a checkpoint
    you pass with ``--checkpoint``, or else a registry ResNet-20 TRAINED BRIEFLY HERE on the 512
    training images of the shipped sample (a toy model, about 35 % top-1; it is saved in ``--out``
    and reused on the next run). The script prints which one it uses.
@@ -32,12 +32,22 @@ from pathlib import Path
 import torch
 
 import aihwkit_nabn as nb
-from aihwkit_nabn.checkpoints import load_checkpoint, load_pretrained, pretrained_path, save_checkpoint
-from aihwkit_nabn.cifar10_sweep import load_classifier
-from aihwkit_nabn.cli import parse_times
-from aihwkit_nabn.data import load_demo_sample, normalize, stratified_subset
-from aihwkit_nabn.models import create_model
-from aihwkit_nabn.training import augment_like_training, train_classifier
+from aihwkit_nabn.analog.times import parse_times
+from aihwkit_nabn.tasks.cifar10 import (
+    augment_like_training,
+    create_model,
+    load_demo_sample,
+    normalize,
+    stratified_subset,
+    train_classifier,
+)
+from aihwkit_nabn.training.checkpoints import (
+    load_checkpoint,
+    load_model_spec,
+    load_pretrained,
+    pretrained_path,
+    save_checkpoint,
+)
 
 
 def get_model(args, train_images, train_labels, test_images, test_labels, out_dir: Path):
@@ -46,7 +56,7 @@ def get_model(args, train_images, train_labels, test_images, test_labels, out_di
     ``source`` says where the weights come from; it is printed and recorded in the sweep settings.
     """
     if args.checkpoint:
-        name, model, _ = load_classifier(args.checkpoint)
+        name, model, _ = load_model_spec(args.checkpoint)
         return name, model, f"checkpoint {args.checkpoint}"
     if pretrained_path("resnet20").is_file():
         model, meta = load_pretrained("resnet20")
@@ -111,7 +121,7 @@ def main(argv=None):
     # standard methods, top-1 accuracy on the test images (normalised batch by batch).
     models = {name: nb.SweepModel(digital=model, analog={"default": nb.to_analog(model)})}
     # Unlabeled training-split images, seen the way the BN statistics were learned (random crop + flip):
-    # plain images shift the first BN layer's statistics (see aihwkit_nabn.training.augment_like_training).
+    # plain images shift the first BN layer's statistics (see aihwkit_nabn.tasks.cifar10.augment_like_training).
     calib_images = augment_like_training(calib_images, seed=args.seed)
     calib_data = nb.TensorBatches(calib_images, batch_size=256, transform=normalize)
     methods = nb.standard_methods(calib_data, num_samples=len(calib_images))

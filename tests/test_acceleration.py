@@ -1,4 +1,4 @@
-"""Equality tests for aihwkit_nabn.acceleration.
+"""Equality tests for aihwkit_nabn._aihwkit.accelerated (and .im2col, .mvm).
 
 Every comparison runs aihwkit's stock layer and an accelerated deep copy of it
 from the same ``torch.manual_seed`` and requires *bitwise* equality
@@ -35,13 +35,8 @@ from aihwkit.simulator.parameters.enums import (
     WeightRemapType,
 )
 
-from aihwkit_nabn.acceleration import (
-    accelerate,
-    acceleration_report,
-    im2col,
-    is_accelerated,
-    restore_stock,
-)
+from aihwkit_nabn._aihwkit.accelerated import accelerate, acceleration_report, is_accelerated, restore_stock
+from aihwkit_nabn._aihwkit.im2col import im2col
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -364,11 +359,18 @@ def test_model_pcm_eval_bn_grads():
     x = torch.randn(4, 3, 16, 16)
     with torch.no_grad():
         assert_same(run(stock, x), run(acc, x))
-    # BN fine-tuning: BN params get gradients through eval-mode analog layers
+    # BN fine-tuning: only BN params train; they get gradients through eval-mode analog layers
     for mod in (stock, acc):
-        for p in mod.parameters():
-            p.requires_grad_(isinstance(p, nn.Parameter))
+        for layer in mod.modules():
+            for p in layer.parameters(recurse=False):
+                p.requires_grad_(isinstance(layer, nn.BatchNorm2d))
+    trained = {n for n, p in acc.named_parameters() if p.requires_grad}
+    assert trained and all(".weight" in n or ".bias" in n for n in trained)
+    assert trained == {n for n, m in acc.named_modules() if isinstance(m, nn.BatchNorm2d)
+                       for n in (f"{n}.weight", f"{n}.bias")}
     compare_fwd_bwd(stock, acc, x)
+    # the frozen analog weights got no gradient, the BN parameters did
+    assert all((p.grad is not None) == (n in trained) for n, p in acc.named_parameters())
 
 
 def test_deepcopy_state_dict_train_eval_restore():

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 import aihwkit_nabn as nb
-from aihwkit_nabn.checkpoints import load_pretrained, pretrained_path
-from aihwkit_nabn.data.cifar10 import load_demo_sample, normalize, stratified_subset
-from aihwkit_nabn.training import augment_like_training
+from aihwkit_nabn.training.checkpoints import load_pretrained, pretrained_path
+from aihwkit_nabn.tasks.cifar10.data import normalize, stratified_subset
+from aihwkit_nabn.tasks.cifar10.sample import load_demo_sample
+from aihwkit_nabn.tasks.cifar10.views import augment_like_training
 
 ONE_YEAR = 365 * 86400.0
 

@@ -91,7 +91,7 @@ def test_chip_needs_analog_model(digital):
 
 
 def test_cli_time_parsing():
-    from aihwkit_nabn.cli import parse_time, parse_times
+    from aihwkit_nabn.analog.times import parse_time, parse_times
 
     assert parse_times("1s,1h,1d,30d,1y") == [1.0, 3600.0, 86400.0, 30 * 86400.0, 365 * 86400.0]
     with pytest.raises(nb.DriftTimeError):

@@ -1,12 +1,14 @@
 """calibrate_bn: statistics change, restore is exact, flags come back, analog tiles stay in eval."""
 
+import copy
+
 import pytest
 import torch
 from aihwkit.simulator.tiles.inference import InferenceTileWithPeriphery
 from torch import nn
 
 import aihwkit_nabn as nb
-from aihwkit_nabn.calibration import PooledMoments
+from aihwkit_nabn.bn.calibrate import PooledMoments
 
 
 def test_calibration_changes_stats_and_restore_is_exact(analog, images):
@@ -116,3 +118,52 @@ def test_pooled_moments_match_torch():
     mean, var = m.mean_var()
     flat = x.transpose(0, 1).reshape(3, -1).double()
     assert torch.allclose(mean, flat.mean(1)) and torch.allclose(var, flat.var(1))
+
+
+class TwoInputs(nn.Module):
+    """A model called as ``model(x, scale)`` with a dict output, the kind ``forward_fn`` is for."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, scale):
+        return {"out": self.net(x * scale)}
+
+
+def test_forward_fn_calls_the_model_its_way(digital, images):
+    model = TwoInputs(digital)
+    batches = [{"pixels": images[i:i + 16], "scale": 2.0} for i in range(0, 64, 16)]
+    calls = []
+
+    def forward_fn(m, batch):
+        calls.append(batch["scale"])
+        return m(batch["pixels"], batch["scale"])
+
+    plain = copy.deepcopy(digital)  # the plain network, statistics as before calibration
+    snap = nb.calibrate_bn(model, batches, num_samples=None, input_fn=lambda b: b["pixels"],
+                           forward_fn=lambda m, x: forward_fn(m, {"pixels": x, "scale": 2.0}))
+    assert calls == [2.0] * 4 and snap.info["samples"] == 64 and snap.info["batches"] == 4
+    # the same statistics as calibrating the plain network on the scaled images
+    nb.calibrate_bn(plain, images[:64] * 2.0, num_samples=None, batch_size=16)
+    assert snap.layer_names == [f"net.{n}" for n in nb.snapshot_bn(plain).layer_names]
+    for name in nb.snapshot_bn(plain).layer_names:
+        got, want = dict(model.net.named_modules())[name], dict(plain.named_modules())[name]
+        assert torch.equal(got.running_mean, want.running_mean) and torch.equal(got.running_var, want.running_var)
+
+
+def test_batches_from_a_class_sorted_loader_warn(digital, images):
+    labels = torch.arange(10).repeat_interleave(10)[:96]  # sorted by class, like an unshuffled ImageFolder
+    sorted_batches = [(images[i:i + 16], labels[i:i + 16]) for i in range(0, 96, 16)]
+    with pytest.warns(nb.CalibrationDataWarning, match=r"only 4 of 10 classes \(0, 1, 2, 3\).*shuffle=True"):
+        nb.calibrate_bn(digital, sorted_batches, num_samples=32)
+    shuffled = torch.randperm(96, generator=torch.Generator().manual_seed(0))
+    balanced = [(images[shuffled[i:i + 16]], labels[shuffled[i:i + 16]]) for i in range(0, 96, 16)]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", nb.CalibrationDataWarning)
+        nb.calibrate_bn(digital, balanced, num_samples=96)  # every class present: no warning
+        nb.calibrate_bn(digital, images, num_samples=32)  # no labels: nothing to check
+    with pytest.warns(nb.CalibrationDataWarning, match="only 4 of 12 classes"):
+        nb.calibrate_bn(digital, sorted_batches, num_samples=32, num_classes=12)

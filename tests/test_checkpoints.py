@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import pytest
 import torch
 
-from aihwkit_nabn.checkpoints import (
+from aihwkit_nabn.training.checkpoints import (
     CHECKPOINT_FORMAT,
     load_checkpoint,
     load_pretrained,
@@ -17,7 +17,7 @@ from aihwkit_nabn.checkpoints import (
     save_checkpoint,
 )
 from aihwkit_nabn.errors import CheckpointError
-from aihwkit_nabn.models.resnet_cifar import create_model
+from aihwkit_nabn.training.registry import MODELS, create_model, register_model
 
 
 class _Arbitrary:
@@ -120,21 +120,37 @@ def test_state_dict_mismatch_lists_keys(model, tmp_path):
     assert "layer2.0.bn1.weight" in msg and "shape" in msg
 
 
-def test_pretrained_path_and_missing_pretrained():
+def test_pretrained_path_and_missing_pretrained(tmp_path):
     path = pretrained_path("resnet56")
-    assert path.name == "resnet56_cifar10.pt" and path.parent.name == "assets"
-    if not path.is_file():
+    assert path.name == "resnet56_cifar10.pt" and path.parent.name == "assets" and path.is_file()
+    # a registered model whose shipped file is missing, and one with no shipped weights at all
+    missing = tmp_path / "gone.pt"
+    register_model(pretrained=missing)(_test_missing_weights)
+    register_model()(_test_no_weights)
+    try:
         with pytest.raises(CheckpointError) as info:
-            load_pretrained("resnet56")
-        assert str(path) in str(info.value)
+            load_pretrained("_test_missing_weights")
+        assert str(missing) in str(info.value) and "resnet20" in str(info.value)  # names what is shipped
+        with pytest.raises(CheckpointError, match="no pretrained weights for '_test_no_weights'"):
+            pretrained_path("_test_no_weights")
+    finally:
+        for name in ("_test_missing_weights", "_test_no_weights"):
+            MODELS.unregister(name)
     with pytest.raises(CheckpointError):
         load_pretrained("no_such_arch")
 
 
-@pytest.mark.skipif(not pretrained_path("resnet20").is_file(), reason="resnet20 weights not shipped yet")
+def _test_missing_weights(num_classes: int = 10):
+    return create_model("resnet20", num_classes=num_classes)
+
+
+def _test_no_weights(num_classes: int = 10):
+    return create_model("resnet20", num_classes=num_classes)
+
+
 def test_shipped_resnet20_loads_and_is_accurate():
-    from aihwkit_nabn.data.cifar10 import load_demo_sample
-    from aihwkit_nabn.training import evaluate_top1
+    from aihwkit_nabn.tasks.cifar10.sample import load_demo_sample
+    from aihwkit_nabn.tasks.cifar10.recipe import evaluate_top1
 
     model, meta = load_pretrained("resnet20")
     sample = load_demo_sample()

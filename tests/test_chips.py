@@ -6,10 +6,11 @@ import pytest
 import torch
 
 import aihwkit_nabn as nb
+from aihwkit_nabn._aihwkit.tiles import inference_tiles
 
 
 def _tile_weights(model):
-    return [t.tile.weight.detach().clone() for t in nb.compensation.inference_tiles(model)]
+    return [t.tile.weight.detach().clone() for t in inference_tiles(model)]
 
 
 def _state(model):
@@ -75,7 +76,7 @@ def test_without_drift_compensation_restores_alpha(analog, images):
         compensated = chip.model(images[:8])
         with nb.without_drift_compensation(chip.model):
             raw = chip.model(images[:8])
-    alphas = [float(t.alpha) for t in nb.compensation.inference_tiles(chip.model)]
+    alphas = [float(t.alpha) for t in inference_tiles(chip.model)]
     assert all(a > 1.0 for a in alphas)  # drift lowers conductances, so compensation scales up
     assert not torch.allclose(compensated, raw)
 

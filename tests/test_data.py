@@ -14,17 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from aihwkit_nabn.data import cifar10
-from aihwkit_nabn.data.cifar10 import (
-    CLASSES,
-    DEMO_SAMPLE_PATH,
-    TensorImageDataset,
-    load_cifar10,
-    load_demo_sample,
-    make_loader,
-    normalize,
-    stratified_subset,
-)
+from aihwkit_nabn.tasks.cifar10 import data as cifar10
+from aihwkit_nabn.tasks.cifar10 import sample as demo_sample
+from aihwkit_nabn.tasks.cifar10.data import CLASSES, load_cifar10, normalize, stratified_subset
+from aihwkit_nabn.tasks.cifar10.dataset import TensorImageDataset, make_loader
+from aihwkit_nabn.tasks.cifar10.sample import DEMO_SAMPLE_PATH, load_demo_sample
 
 PER_CLASS = {"train": 3, "test": 2}
 
@@ -199,7 +193,7 @@ def test_normalize_dataset_and_loader():
 
 
 def test_demo_sample_shapes_and_dtypes():
-    assert DEMO_SAMPLE_PATH.is_file(), "run `python -m aihwkit_nabn.data.cifar10 make-demo-sample`"
+    assert DEMO_SAMPLE_PATH.is_file(), "run `python -m aihwkit_nabn.tasks.cifar10.sample make-demo-sample`"
     assert DEMO_SAMPLE_PATH.stat().st_size < 6_000_000
     sample = load_demo_sample()
     assert sample["test_images"].shape == (1000, 3, 32, 32) and sample["test_images"].dtype == torch.uint8
@@ -214,7 +208,7 @@ def test_demo_sample_shapes_and_dtypes():
 
 
 def test_make_demo_sample_on_synthetic_archive(archive, tmp_path):
-    out = cifar10.make_demo_sample(tmp_path / "s.pt", archive, n_test=10, n_calib=20, cache_dir=tmp_path)
+    out = demo_sample.make_demo_sample(tmp_path / "s.pt", archive, n_test=10, n_calib=20, cache_dir=tmp_path)
     sample = load_demo_sample(out)
     assert sample["test_images"].shape == (10, 3, 32, 32) and sample["calib_labels"].shape == (20,)
     assert torch.bincount(sample["test_labels"], minlength=10).tolist() == [1] * 10

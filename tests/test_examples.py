@@ -27,7 +27,8 @@ def run_example(name, *args, cwd):
 
 def test_calibrate_existing_aihwkit_script_quick(tmp_path):
     out = run_example("calibrate_existing_aihwkit_script.py", "--quick", cwd=tmp_path)
-    assert re.search(r"^digital SmallCNN.*: \d+\.\d\d% on 100 test images$", out, re.M), out
+    digital = re.search(r"^digital ResNet-20: (\d+\.\d\d)% on 100 test images$", out, re.M)
+    assert digital and float(digital[1]) > 70.0, out  # the shipped model, not a toy
     for when in ("1 day", "1 year"):
         line = re.search(rf"^analog, +{when} after programming: +(\d+\.\d\d)% before calibration, +(\d+\.\d\d)% "
                          r"after calibrate_bn \((\d+) unlabeled images\)$", out, re.M)

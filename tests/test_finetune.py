@@ -8,7 +8,7 @@ from aihwkit.simulator.tiles.inference import InferenceTileWithPeriphery
 from torch import nn
 
 import aihwkit_nabn as nb
-from aihwkit_nabn.batchnorm import is_batchnorm
+from aihwkit_nabn.bn.layers import is_batchnorm
 
 BN_NAMES = ("1", "4", "8")  # the BatchNorm layers of conftest.tiny_net
 
@@ -273,3 +273,36 @@ def test_bnft_method_in_sweep(tmp_path, digital, analog, images, labels, labeled
     assert by_method["gdc"]["trained_params"] == 0
     assert by_method["gdc"]["value"] == alone[0]["value"]
     assert bnft.describe()["steps"] == 3 and bnft.describe()["name"] == "bnft"
+
+
+class DictOutput(nn.Module):
+    """A model called as ``model(x, scale)`` that returns ``{"out": logits}`` (torchvision segmentation style)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, scale):
+        return {"out": self.net(x * scale)}
+
+
+def test_forward_fn_fine_tunes_a_model_called_its_own_way(digital, images, labels):
+    plain = copy.deepcopy(digital)
+    wrapped = DictOutput(copy.deepcopy(digital))
+    data = nb.TensorBatches(images, labels, batch_size=32)
+    calls = []
+
+    def forward_fn(model, x):
+        calls.append(len(x))
+        return model(x, 2.0)["out"]
+
+    info = nb.finetune_bn(wrapped, data, forward_fn=forward_fn, steps=3, train="both", num_samples=64).info
+    assert info["steps"] == 3 and info["unlabeled_samples"] == 64
+    assert len(calls) == 2 + 3  # two calibration batches of 32, then one forward per step
+    # the same as fine-tuning the plain network on the scaled images
+    scaled = nb.TensorBatches(images * 2.0, labels, batch_size=32)
+    nb.finetune_bn(plain, scaled, steps=3, train="both", num_samples=64)
+    for name in BN_NAMES:
+        got, want = dict(wrapped.net.named_modules())[name], dict(plain.named_modules())[name]
+        for key in ("weight", "bias", "running_mean", "running_var"):
+            assert torch.equal(getattr(got, key), getattr(want, key)), (name, key)

@@ -1,4 +1,4 @@
-"""Tests of aihwkit_nabn.fixes: the learned input range's gradient vs a direct computation.
+"""Tests of aihwkit_nabn._aihwkit.input_range_fix: the learned input range's gradient vs a direct computation.
 
 aihwkit 1.1.0 defines the gradient of a tile's learned input range ``r`` (``InputRangeForward``) as
 
@@ -24,8 +24,10 @@ from aihwkit.simulator.configs import TorchInferenceRPUConfig
 from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
 from aihwkit.simulator.tiles.analog_mvm import AnalogMVM
 
-from aihwkit_nabn import acceleration, fixes
-from aihwkit_nabn.hwa_preset import TorchHWAPreset
+from aihwkit_nabn._aihwkit import accelerated as acceleration
+from aihwkit_nabn._aihwkit import input_range_fix as fixes
+from aihwkit_nabn._aihwkit import mvm
+from aihwkit_nabn.analog.hwa_preset import TorchHWAPreset
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -166,18 +168,40 @@ def test_probe_matches_torch_clamp_semantics(fix_state):
 
 
 def test_apply_is_idempotent_and_remove_restores(fix_state):
-    stock_mvm, stock_acc = AnalogMVM.__dict__["_prepare_input"], acceleration._prepare_input
     fixes.remove_input_range_fix()
+    stock_prepare = AnalogMVM.__dict__["_prepare_input"]
+    assert mvm.input_clamp() is mvm.stock_input_clamp
     first = fixes.apply_input_range_fix(force=True)
-    mvm, acc = AnalogMVM.__dict__["_prepare_input"], acceleration._prepare_input
+    # both seams swapped: the stock method and the accelerated mirror's input clamp
+    prepare, clamp = AnalogMVM.__dict__["_prepare_input"], mvm.input_clamp()
+    assert prepare is not stock_prepare and clamp is fixes.bound_clamp
     second = fixes.apply_input_range_fix(force=True)
     assert first == second and first["installed"]
-    assert AnalogMVM.__dict__["_prepare_input"] is mvm and acceleration._prepare_input is acc  # not wrapped twice
+    assert AnalogMVM.__dict__["_prepare_input"] is prepare and mvm.input_clamp() is clamp  # not wrapped twice
     fixes.remove_input_range_fix()
     fixes.remove_input_range_fix()
     assert not fixes.input_range_fix_status()["installed"]
-    if stock_mvm is not fixes._FIXED_MVM_PREPARE:  # pylint: disable=protected-access
-        assert AnalogMVM.__dict__["_prepare_input"] is stock_mvm and acceleration._prepare_input is stock_acc
+    assert AnalogMVM.__dict__["_prepare_input"] is stock_prepare and mvm.input_clamp() is mvm.stock_input_clamp
+
+
+def test_context_manager_installs_for_the_block_only(fix_state):
+    fixes.remove_input_range_fix()
+    stock_prepare = AnalogMVM.__dict__["_prepare_input"]
+    with fixes.input_range_fix(force=True) as status:
+        assert status["installed"] and fixes.input_range_fix_status()["installed"]
+        assert fixes.input_range_gradient_is_correct()
+    assert AnalogMVM.__dict__["_prepare_input"] is stock_prepare and mvm.input_clamp() is mvm.stock_input_clamp
+    # a fix installed before the block stays installed after it
+    fixes.apply_input_range_fix(force=True)
+    with fixes.input_range_fix(force=True):
+        pass
+    assert fixes.input_range_fix_status()["installed"]
+    # the block is undone on an exception too
+    fixes.remove_input_range_fix()
+    with pytest.raises(RuntimeError, match="inside"):
+        with fixes.input_range_fix(force=True):
+            raise RuntimeError("inside")
+    assert not fixes.input_range_fix_status()["installed"]
 
 
 def test_probe_leaves_random_state_alone():

@@ -23,13 +23,16 @@ from aihwkit.simulator.configs import InferenceRPUConfig
 from aihwkit.simulator.parameters.enums import WeightModifierType
 from aihwkit.simulator.presets import StandardHWATrainingPreset
 
+from aihwkit.simulator.tiles.analog_mvm import AnalogMVM
+
 from aihwkit_nabn import cli
-from aihwkit_nabn.acceleration import acceleration_report
-from aihwkit_nabn.checkpoints import load_checkpoint, save_checkpoint
-from aihwkit_nabn.data.cifar10 import CLASSES
-from aihwkit_nabn.deploy import to_analog
-from aihwkit_nabn.errors import CheckpointError
-from aihwkit_nabn.hwa_preset import (
+from aihwkit_nabn._aihwkit import mvm
+from aihwkit_nabn._aihwkit.accelerated import acceleration_report
+from aihwkit_nabn._aihwkit.input_range_fix import input_range_fix_status, remove_input_range_fix
+from aihwkit_nabn._aihwkit.input_ranges import init_input_ranges
+from aihwkit_nabn._aihwkit.state import analog_state, input_ranges
+from aihwkit_nabn.analog.convert import to_analog
+from aihwkit_nabn.analog.hwa_preset import (
     COPIED,
     HWA_PRESET_FIELDS,
     HWA_WEIGHT_NOISE_STD,
@@ -37,19 +40,15 @@ from aihwkit_nabn.hwa_preset import (
     REPLACED,
     TILE_CLASS,
     TorchHWAPreset,
-    config_fields,
     hwa_inference_config,
 )
-from aihwkit_nabn.hwa_training import (
-    analog_state,
-    init_input_ranges,
-    input_ranges,
-    load_hwa_model,
-    save_hwa_checkpoint,
-    train_hwa,
-    train_hwa_cifar10,
-)
-from aihwkit_nabn.models.resnet_cifar import create_model
+from aihwkit_nabn.analog.presets import config_fields
+from aihwkit_nabn.errors import CheckpointError
+from aihwkit_nabn.tasks.cifar10.data import CLASSES
+from aihwkit_nabn.tasks.cifar10.recipe import range_init_batches, train_hwa, train_hwa_cifar10
+from aihwkit_nabn.training.checkpoints import load_checkpoint, save_checkpoint
+from aihwkit_nabn.training.hwa_checkpoint import load_hwa_model, save_hwa_checkpoint
+from aihwkit_nabn.training.registry import create_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import tiny_net  # noqa: E402  pylint: disable=wrong-import-position
@@ -162,7 +161,8 @@ def test_train_hwa_step_changes_weights_and_input_ranges(digital):
     # the state right before the first step: same seed, conversion and range initialisation
     torch.manual_seed(3)
     start = to_analog(digital, small_config())
-    assert init_input_ranges(start, x, batch_size=8, seed=3, cutout_size=4) == 2 == res["init_batches"]
+    batches = range_init_batches(x, batch_size=8, seed=3, device=torch.device("cpu"), cutout_size=4)
+    assert init_input_ranges(start, batches) == 2 == res["init_batches"]
     r0, r1 = input_ranges(start), res["input_ranges"]
     assert r0.keys() == r1.keys() and len(r0) == 3
     assert all(v != 3.0 for v in r0.values())  # initialised from data, not init_value
@@ -325,7 +325,7 @@ def test_cli_hwa_wiring(monkeypatch, tmp_path, capsys):
         return {"top1": 50.0, "seconds": 1.0, "out_path": kwargs["out_path"], "epochs_done": 2, "finished": True,
                 "input_range_fix": {"installed": True}}
 
-    monkeypatch.setattr("aihwkit_nabn.hwa_training.train_hwa_cifar10", fake)
+    monkeypatch.setattr("aihwkit_nabn.tasks.cifar10.task.train_hwa_cifar10", fake)
     out = str(tmp_path / "h.pt")
     argv = ["hwa", "--model", "resnet20", "--epochs", "2", "--out", out, "--lr", "0.01", "--batch-size", "64",
             "--max-seconds", "30", "--seed", "1", "--device", "cpu", "--quiet"]
@@ -335,7 +335,22 @@ def test_cli_hwa_wiring(monkeypatch, tmp_path, capsys):
     assert seen["seed"] == 1 and seen["device"] == "cpu" and seen["progress"] is False
     assert seen["command"].startswith("aihwkit-nabn hwa --model resnet20")
     assert json.loads(capsys.readouterr().out)["top1"] == 50.0
-    with pytest.raises(SystemExit):
-        cli.main(["hwa", "--model", "resnet20", "--out", out])  # --epochs is required
-    with pytest.raises(FileNotFoundError, match="neither a checkpoint"):
+    assert cli.main(["hwa", "--model", "resnet20", "--out", out]) == 2  # --epochs is required
+    err = capsys.readouterr().err
+    assert err.startswith("aihwkit-nabn: error: ") and "--epochs" in err and err.count("\n") == 1
+    assert cli.main(["hwa", "--model", "no_such_model", "--epochs", "1", "--out", out]) == 2
+    assert "neither a checkpoint" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="neither a checkpoint"):
         train_hwa_cifar10("no_such_model", epochs=1, out_path=out)
+
+
+def test_train_hwa_leaves_aihwkit_as_it_found_it(digital):
+    """The input-range fix is installed for the training call only (and left alone if it was installed)."""
+    remove_input_range_fix()
+    stock_prepare, stock_clamp = AnalogMVM.__dict__["_prepare_input"], mvm.input_clamp()
+    x, y = data(16)
+    res = train_hwa(digital, x, y, x[:8], y[:8], epochs=1, batch_size=8, rpu_config=small_config(), lr=0.05,
+                    seed=3, device="cpu", progress=False, cutout_size=4)
+    assert res["input_range_fix"]["stock_correct"]  # it was active during training ...
+    assert AnalogMVM.__dict__["_prepare_input"] is stock_prepare and mvm.input_clamp() is stock_clamp  # ... not after
+    assert not input_range_fix_status()["installed"]

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from aihwkit_nabn.models.resnet_cifar import ResNetCIFAR, create_model, list_models
+from aihwkit_nabn.tasks.cifar10.models import ResNetCIFAR
+from aihwkit_nabn.training.registry import create_model, list_models
 
 EXPECTED = {  # name: (depth, parameter count) -- He et al. report 0.27M / 0.46M / 0.85M
     "resnet20": (20, 269_722),

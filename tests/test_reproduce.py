@@ -1,19 +1,27 @@
 """`aihwkit-nabn reproduce`: the whole comparison end to end on a tiny config, and its bad input."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from aihwkit_nabn.checkpoints import save_checkpoint
-from aihwkit_nabn.data.cifar10 import CLASSES
-from aihwkit_nabn.deploy import to_analog
-from aihwkit_nabn.hwa_preset import TorchHWAPreset
-from aihwkit_nabn.hwa_training import save_hwa_checkpoint
-from aihwkit_nabn.models import create_model
-from aihwkit_nabn.reproduce import DEFAULT_CONFIGS, MAIN_METHODS, load_config, run_comparison
+from aihwkit_nabn._aihwkit.state import input_ranges
+from aihwkit_nabn.analog.convert import to_analog
+from aihwkit_nabn.analog.hwa_preset import TorchHWAPreset
+from aihwkit_nabn.errors import ConfigError
+from aihwkit_nabn.evaluation.comparison import Comparison, load_config, run_comparison
+from aihwkit_nabn.evaluation.journal import read_rows
+from aihwkit_nabn.evaluation.methods import METHOD_NAMES as MAIN_METHODS
+from aihwkit_nabn.tasks import get_task
+from aihwkit_nabn.tasks.cifar10.data import CLASSES, balanced_order
+from aihwkit_nabn.training.checkpoints import save_checkpoint
+from aihwkit_nabn.training.hwa_checkpoint import save_hwa_checkpoint
+from aihwkit_nabn.training.registry import create_model
+
+CIFAR10 = get_task("cifar10")
 
 
 def _tiny_cifar(root):
@@ -46,13 +54,13 @@ def tiny_setup(tmp_path, monkeypatch):
         "retention.models": ["r20"], "retention.calibrate_at": ["1s"],
         "calib_size.models": ["r20"], "calib_size.sizes": [8, 16], "calib_size.time": "1d", "device": "cpu",
     }
-    return tmp_path, load_config(DEFAULT_CONFIGS["cifar10"], overrides)
+    return tmp_path, load_config(CIFAR10.default_config, overrides)
 
 
 def test_reproduce_end_to_end_writes_every_file(tiny_setup):
     tmp_path, config = tiny_setup
     out = tmp_path / "out"
-    run = run_comparison(config, out, progress=False, command="test")
+    run = run_comparison(CIFAR10, config, out, progress=False, command="test")
     for part in ("main", "retention", "calib_size"):
         for name in ("rows.csv", "rows.json", "summary.csv", "summary.json", "summary.md", "sweep.png"):
             assert (out / part / name).stat().st_size > 0, (part, name)
@@ -73,25 +81,48 @@ def test_reproduce_end_to_end_writes_every_file(tiny_setup):
     assert sizes == {"gdc": 0, "nabn[8]": 8, "nabn[16]": 16}
     assert run["wall_seconds"] > 0 and set(run["part_seconds"]) == {"main", "retention", "calib_size"}
     # a second run resumes every journal and adds nothing
-    again = run_comparison(config, out, progress=False, command="test")
+    again = run_comparison(CIFAR10, config, out, progress=False, command="test")
     assert len(json.loads((out / "main" / "rows.json").read_text())) == len(rows)
     assert again["config"] == run["config"]
 
 
 def test_config_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
-    with pytest.raises(ValueError, match="unknown methods"):
-        load_config(DEFAULT_CONFIGS["cifar10"], {"sweep.methods": ["nabn", "magic"]})
+    with pytest.raises(ConfigError, match="unknown methods"):
+        load_config(CIFAR10.default_config, {"sweep.methods": ["nabn", "magic"]})
     bad = tmp_path / "bad.toml"
     bad.write_text("[data]\ncalib_samples = 1\n")
-    with pytest.raises(ValueError, match=r"no \[sweep\] section"):
+    with pytest.raises(ConfigError, match=r"no \[sweep\] section"):
+        load_config(bad)
+    bad.write_text("[data\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
 
 
-def test_balanced_order_prefixes_hold_every_class():
-    from aihwkit_nabn.data.cifar10 import balanced_order
+@pytest.mark.parametrize("key, value, message", [
+    ("sweep.chips", "abc", "sweep.chips must be an integer"),
+    ("sweep.chips", 0, "sweep.chips must be an integer >= 1"),
+    ("sweep.times", ["1s", "abc"], "cannot read drift time 'abc'"),
+    ("sweep.times", ["-5"], "finite number of seconds >= 0"),
+    ("sweep.times", [], "sweep.times must not be empty"),
+    ("sweep.chip", 1, "unknown key sweep.chip"),
+    ("sweep.methods", ["nabn", "nabn"], "given more than once"),
+    ("bnft.lr", 0.0, "bnft.lr must be > 0"),
+    ("bnft.steps", 2.5, "bnft.steps must be an integer"),
+    ("data.calib_samples", 1, "data.calib_samples must be an integer >= 2"),
+    ("hardware.preset", "magic", "hardware.preset must be one of"),
+    ("retention.models", ["resnet99"], "retention.models ['resnet99'] are not in [models]"),
+    ("calib_size.sizes", [32, 0], "calib_size.sizes[1] must be an integer >= 1"),
+    ("seeds", 1, "unknown key 'seeds'"),
+    ("models.resnet20.hwa", "no/such/file.pt", "does not exist"),
+])
+def test_every_config_value_is_checked(key, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(CIFAR10.default_config, {key: value})
 
+
+def test_balanced_order_prefixes_hold_every_class():
     labels = torch.arange(10).repeat_interleave(30)  # sorted by class, like the CIFAR-10 archive
     order = balanced_order(labels, seed=3)
     assert sorted(order.tolist()) == list(range(300))
@@ -102,26 +133,23 @@ def test_balanced_order_prefixes_hold_every_class():
 
 
 def test_comparison_calibration_prefix_is_class_balanced(tiny_setup):
-    from aihwkit_nabn.reproduce import Comparison
-
     tmp_path, config = tiny_setup
-    cmp = Comparison(config, base=tmp_path, device="cpu", progress=False)
+    cmp = Comparison(CIFAR10, config, base=tmp_path, device="cpu", progress=False)
     # calibration takes the first num_samples images: they must not be the first classes only
-    assert len(torch.unique(cmp.calib_labels[:10])) == 10
+    _, train_y = cmp.task.split("train")
+    calib_labels = train_y[cmp.task.training_subset(len(cmp.calib.inputs), seed=cmp.seed)]
+    assert len(torch.unique(calib_labels[:10])) == 10
     labeled = [batch[1] for batch in cmp.labeled]
     assert all(len(torch.unique(y)) > 1 for y in labeled)
 
 
 def test_deployed_input_ranges_do_not_depend_on_the_process_history(tiny_setup):
     # A resumed comparison runs in a new process; it must deploy the very model the first one did.
-    from aihwkit_nabn.hwa_training import input_ranges
-    from aihwkit_nabn.reproduce import Comparison
-
     tmp_path, config = tiny_setup
     deployed = []
     for draws in (0, 7):
         torch.rand(draws)  # a different global random state, as in another process
-        cmp = Comparison(config, base=tmp_path, device="cpu", progress=False)
+        cmp = Comparison(CIFAR10, config, base=tmp_path, device="cpu", progress=False)
         deployed.append(input_ranges(cmp.model("r20", needs_hwa=False).analog["default"]))
     assert deployed[0].keys() == deployed[1].keys() and len(deployed[0]) > 0
     assert deployed[0] == deployed[1]
@@ -132,15 +160,13 @@ def test_merge_comparison_joins_per_model_folders(tiny_setup, tmp_path):
     import importlib.util
     from pathlib import Path
 
-    from aihwkit_nabn.sweep import read_rows
-
     script = Path(__file__).resolve().parents[1] / "examples" / "reproduce" / "merge_comparison.py"
     spec = importlib.util.spec_from_file_location("merge_comparison", script)
     merge = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(merge)
     base, config = tiny_setup
     run = base / "run"
-    run_comparison(config, run, parts=("main",), progress=False, command="test")
+    run_comparison(CIFAR10, config, run, parts=("main",), progress=False, command="test")
     merge.main([str(tmp_path / "merged"), str(run), str(run)])  # the same folder twice: every row twice
     rows, merged = read_rows(run / "main" / "rows.csv"), read_rows(tmp_path / "merged" / "main" / "rows.csv")
     assert len(merged) == 2 * len(rows) > 0 and merged[: len(rows)] == rows

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import aihwkit_nabn as nb
-from aihwkit_nabn.sweep import read_rows
+from aihwkit_nabn.evaluation.journal import read_rows
+from aihwkit_nabn.utils.modes import preserved_training_flags
+from aihwkit_nabn.utils.rng import seeded
 
 
 def _setup(digital, analog, images):
@@ -86,9 +88,7 @@ def test_calibrate_once_holds_state_and_skips_earlier_times(tmp_path, digital, a
     nb.calibrate_bn(chip.model, images, num_samples=48)
     calibrated = nb.snapshot_bn(chip.model)
     chip.drift_to(86400.0)
-    with nb.modes.preserved_training_flags(chip.model):
-        from aihwkit_nabn.rng import seeded
-
+    with preserved_training_flags(chip.model):
         with seeded(0, "evaluate", 86400.0, "nabn@1h"):
             calibrated.restore(chip.model)
             direct = metric(chip.model)
@@ -107,3 +107,30 @@ def test_old_journal_without_peak_memory_is_upgraded(tmp_path, digital, analog, 
     rows = nb.run_sweep(models, methods, metric, out_dir=tmp_path, **kwargs)
     assert len(rows) == 4
     assert journal.read_text().splitlines()[0].split(",")[-1] == "peak_mem_mib"
+
+
+class CountingMetric:
+    """A metric that counts how often it is evaluated, per model kind (digital or analog)."""
+
+    name = "top1"
+
+    def __init__(self, metric):
+        self.metric, self.calls = metric, {"digital": 0, "analog": 0}
+
+    def __call__(self, model):
+        self.calls["analog" if nb.is_accelerated(model) else "digital"] += 1
+        return self.metric(model)
+
+
+def test_digital_baseline_is_evaluated_once_per_model(tmp_path, digital, analog, images):
+    models, methods, metric = _setup(digital, analog, images)
+    counting = CountingMetric(metric)
+    kwargs = dict(times=(1.0, 86400.0, 3e7), n_chips=2, device="cpu", progress=False)
+    rows = nb.run_sweep(models, methods, counting, out_dir=tmp_path / "a", stop_after=7, **kwargs)
+    assert counting.calls["digital"] == 1
+    rows = nb.run_sweep(models, methods, counting, out_dir=tmp_path / "a", **kwargs)  # resumed: still once
+    assert counting.calls["digital"] == 1 and counting.calls["analog"] == 3 * 3 * 2
+    digital_rows = [r for r in rows if r["method"] == "digital"]
+    assert len(digital_rows) == 3 * 2 and len({r["value"] for r in digital_rows}) == 1
+    assert {(r["time_s"], r["chip"]) for r in digital_rows} == {(t, c) for t in kwargs["times"] for c in range(2)}
+    assert digital_rows[0]["value"] == metric(digital)

@@ -15,13 +15,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from aihwkit_nabn.checkpoints import load_checkpoint
-from aihwkit_nabn.data.cifar10 import CLASSES, load_demo_sample
 from aihwkit_nabn.errors import CheckpointError
-from aihwkit_nabn.models.resnet_cifar import create_model
-from aihwkit_nabn.data.cifar10 import CIFAR10_MEAN
-from aihwkit_nabn.training import (augment_like_training, cutout, evaluate_top1, random_crop_flip, train_baseline,
-                                   train_classifier, training_view)
+from aihwkit_nabn.tasks.cifar10.data import CIFAR10_MEAN, CLASSES
+from aihwkit_nabn.tasks.cifar10.recipe import evaluate_top1, train_baseline, train_classifier
+from aihwkit_nabn.tasks.cifar10.sample import load_demo_sample
+from aihwkit_nabn.tasks.cifar10.views import augment_like_training, cutout, random_crop_flip, training_view
+from aihwkit_nabn.training.checkpoints import load_checkpoint
+from aihwkit_nabn.training.registry import create_model
 
 
 @pytest.fixture(scope="module")

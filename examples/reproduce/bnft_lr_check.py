@@ -14,9 +14,8 @@ from pathlib import Path
 
 import torch
 
-from aihwkit_nabn.chips import Chip
-from aihwkit_nabn.finetune import finetune_bn
-from aihwkit_nabn.reproduce import DEFAULT_CONFIGS, Comparison, load_config
+from aihwkit_nabn import Chip, finetune_bn, get_task
+from aihwkit_nabn.evaluation.comparison import Comparison, load_config
 
 VARIANTS = {
     "adam lr 1e-3 (comparison default)": {"optimizer": "adam", "lr": 1e-3},
@@ -30,9 +29,10 @@ def main() -> None:
     parser.add_argument("--out", default="results/bnft_check")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    config = load_config(DEFAULT_CONFIGS["cifar10"], {"data.test_samples": 1000, "data.batch_size": 250,
-                                                      "bnft.batch_size": 32, "device": "cpu"})
-    cmp = Comparison(config, base=Path.cwd(), device="cpu", progress=False)
+    task = get_task("cifar10")
+    config = load_config(task.default_config, {"data.test_samples": 1000, "data.batch_size": 250,
+                                               "bnft.batch_size": 32, "device": "cpu"})
+    cmp = Comparison(task, config, base=Path.cwd(), device="cpu", progress=False)
     spec = cmp.model("resnet32", needs_hwa=False)
     chip = Chip(spec.analog["default"], seed=0)
     chip.drift_to(365 * 86400.0)

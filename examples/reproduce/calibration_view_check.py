@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 import aihwkit_nabn as nb
-from aihwkit_nabn.checkpoints import load_pretrained
-from aihwkit_nabn.data.cifar10 import load_cifar10, normalize, stratified_subset
-from aihwkit_nabn.training import augment_like_training
+from aihwkit_nabn.training.checkpoints import load_pretrained
+from aihwkit_nabn.tasks.cifar10.data import load_cifar10, normalize, stratified_subset
+from aihwkit_nabn.tasks.cifar10.views import augment_like_training
 
 
 def main() -> None:

@@ -15,11 +15,19 @@ import shutil
 import sys
 from pathlib import Path
 
-from aihwkit_nabn import write_report
-from aihwkit_nabn.reproduce import _times, plot_accuracy_vs_cost, write_costs
-from aihwkit_nabn.sweep import read_rows
+from aihwkit_nabn import parse_time, write_report
+from aihwkit_nabn.evaluation.comparison import PARTS
+from aihwkit_nabn.evaluation.costs import plot_accuracy_vs_cost, write_costs
+from aihwkit_nabn.evaluation.journal import read_rows
 
-PARTS = ("main", "retention", "calib_size")
+# cost tables written before the comparison became task-agnostic named the metric columns after top-1
+_OLD_COST_KEYS = {"top1_last_time": "value_last_time", "top1_std": "value_std"}
+
+
+def _cost_entry(entry):
+    entry = {_OLD_COST_KEYS.get(k, k): v for k, v in entry.items()}
+    entry.setdefault("metric", "top1")
+    return entry
 
 
 def main(argv):
@@ -52,10 +60,11 @@ def main(argv):
         if part == "main":
             main_rows = rows
         print(f"{part}: {len(rows)} rows from {[str(s) for s in have]}")
-    costs = [c for src in sources if (src / "costs.json").exists() for c in json.loads((src / "costs.json").read_text())]
+    costs = [_cost_entry(c) for src in sources if (src / "costs.json").exists()
+             for c in json.loads((src / "costs.json").read_text())]
     write_costs(costs, out)
     if main_rows:
-        t_last = _times(runs[0]["config"]["sweep"]["times"])[-1]
+        t_last = parse_time(runs[0]["config"]["sweep"]["times"][-1])
         plot_accuracy_vs_cost(main_rows, costs, out / "accuracy_vs_cost.png", t_last)
     (out / "run.json").write_text(json.dumps({"merged_from": runs}, indent=1, default=str) + "\n")
     print((out / "costs.md").read_text())

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from aihwkit_nabn import write_report
-from aihwkit_nabn.sweep import read_rows
+from aihwkit_nabn.evaluation.journal import read_rows
 
 
 def main(argv):

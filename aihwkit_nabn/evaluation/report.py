@@ -1,0 +1,107 @@
+"""Summaries of sweep rows: mean and standard deviation over chips, as CSV, JSON, Markdown and a plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+from matplotlib.figure import Figure
+
+from ..analog.times import time_label
+
+
+def summarize(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """Return one entry per (model, method, time): mean, sample std and count over chips, and mean costs."""
+    groups: Dict[tuple, List[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["model"], row["method"], float(row["time_s"]))].append(row)
+    summary = []
+    for (model, method, t), group in groups.items():
+        values = [float(r["value"]) for r in group]
+        n = len(values)
+        mean = sum(values) / n
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+        summary.append({
+            "model": model, "method": method, "time_s": t, "time_label": time_label(t), "metric": group[0]["metric"],
+            "mean": mean, "std": std, "n_chips": n,
+            "method_seconds": sum(float(r["method_seconds"]) for r in group) / n,
+            "eval_seconds": sum(float(r["eval_seconds"]) for r in group) / n,
+            "unlabeled_samples": int(group[0]["unlabeled_samples"]), "labeled_samples": int(group[0]["labeled_samples"]),
+            "trained_params": int(group[0].get("trained_params") or 0),
+            "peak_mem_mib": max((float(r["peak_mem_mib"]) for r in group if r.get("peak_mem_mib") not in (None, "")),
+                                default=None),
+        })
+    return summary
+
+
+def markdown_table(summary: Sequence[Mapping[str, Any]], digits: int = 2) -> str:
+    """Return a Markdown table: one row per (model, method), one column per time, "mean ± std (n)"."""
+    times = sorted({s["time_s"] for s in summary})
+    cell = {(s["model"], s["method"], s["time_s"]): s for s in summary}
+    pairs = list(dict.fromkeys((s["model"], s["method"]) for s in summary))
+    header = "| model | method | " + " | ".join(time_label(t) for t in times) + " |"
+    lines = [header, "|" + " --- |" * (len(times) + 2)]
+    for model, method in pairs:
+        cells = []
+        for t in times:
+            s = cell.get((model, method, t))
+            cells.append("" if s is None else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}")
+        lines.append(f"| {model} | {method} | " + " | ".join(cells) + " |")
+    n = sorted({s["n_chips"] for s in summary})
+    metric = summary[0]["metric"] if summary else "metric"
+    lines.append("")
+    lines.append(f"{metric}: mean ± sample standard deviation over {'/'.join(map(str, n))} chips.")
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(summary: Sequence[Mapping[str, Any]], path: Union[str, Path], title: Optional[str] = None) -> Path:
+    """Plot the metric against drift time (log x axis), one panel per model, error bars per method."""
+    models = list(dict.fromkeys(s["model"] for s in summary))
+    methods = list(dict.fromkeys(s["method"] for s in summary))
+    # A bare Figure (no pyplot): no window, no display needed, and the user's matplotlib backend is left alone.
+    fig = Figure(figsize=(5 * len(models), 4))
+    axes = fig.subplots(1, len(models), squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models):
+        for method in methods:
+            points = sorted((s["time_s"], s["mean"], s["std"]) for s in summary if s["model"] == model and s["method"] == method)
+            if not points:
+                continue
+            ts, means, stds = zip(*points)
+            ax.errorbar(ts, means, yerr=stds, marker="o", capsize=3, label=method)
+        ax.set_xscale("log")
+        ticks = sorted({s["time_s"] for s in summary})
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([time_label(t) for t in ticks])
+        ax.set_xlabel("time after programming")
+        ax.set_title(model)
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel(summary[0]["metric"] if summary else "metric")
+    axes[0][-1].legend(loc="lower left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def write_report(rows: Sequence[Mapping[str, Any]], out_dir: Union[str, Path], title: Optional[str] = None) -> Dict[str, Path]:
+    """Write ``rows.json``, ``summary.csv``, ``summary.json``, ``summary.md`` and ``sweep.png``; return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = summarize(rows)
+    paths = {name: out_dir / name for name in ("rows.json", "summary.csv", "summary.json", "summary.md", "sweep.png")}
+    paths["rows.json"].write_text(json.dumps(list(rows), indent=1) + "\n")
+    paths["summary.json"].write_text(json.dumps(summary, indent=1) + "\n")
+    with paths["summary.csv"].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(summary[0]) if summary else ["model"])
+        writer.writeheader()
+        writer.writerows(summary)
+    paths["summary.md"].write_text(markdown_table(summary))
+    plot_sweep(summary, paths["sweep.png"], title)
+    return paths

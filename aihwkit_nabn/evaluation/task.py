@@ -1,0 +1,146 @@
+"""The Task interface: everything a sweep, the comparison and the command line need from a task.
+
+A task (CIFAR-10 classification, CamVid segmentation, ...) supplies its data (test metric, unlabeled
+calibration batches in the training view, labeled fine-tuning batches), its models (registry names with
+shipped checkpoints, or checkpoint files), its metric, its training recipes and its default comparison
+config. Everything else -- chips, methods, sweeps, journals, reports, costs -- is shared. Tasks live in
+:mod:`aihwkit_nabn.tasks` and register there; nothing below that floor imports a task.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..training.checkpoints import load_model_spec
+from ..training.hwa_checkpoint import load_hwa_model
+from ..training.registry import list_models
+from ..utils.batches import TensorBatches
+
+__all__ = ["Task", "Option"]
+
+PathLike = Union[str, os.PathLike]
+Metric = Callable[[nn.Module], float]
+
+
+@dataclass(frozen=True)
+class Option:
+    """A task-specific option of a training recipe, offered on the command line as ``--<name with dashes>``.
+
+    ``type`` turns the text into the value and raises ``ValueError``/``ConfigError`` for a bad one, so
+    the command line rejects it before any work starts. ``None`` (not given) leaves the recipe's default.
+    With ``const`` set, the flag may be given without a value, meaning ``const``.
+    """
+
+    name: str
+    type: Callable[[str], Any]
+    help: str
+    metavar: Optional[str] = None
+    const: Any = None
+
+
+class Task(ABC):
+    """One task of the comparison. Subclasses set the class attributes and implement the data methods.
+
+    ``source`` is where the task's data are read from (``None``: the task's default search, e.g.
+    ``../shared/data/``); every data method reads from it.
+    """
+
+    #: Registry name, e.g. ``"cifar10"`` (``aihwkit-nabn reproduce cifar10``).
+    name: ClassVar[str] = ""
+    #: Human-readable name of the data, recorded in results, e.g. ``"CIFAR-10 (JPEG q75 copy)"``.
+    title: ClassVar[str] = ""
+    #: Name of the metric the rows report, e.g. ``"top1"``.
+    metric_name: ClassVar[str] = ""
+    #: The default config of ``aihwkit-nabn reproduce <name>``.
+    default_config: ClassVar[Path] = Path()
+    #: How calibration batches are drawn (recorded with every sweep), e.g. the training augmentation.
+    calib_view: ClassVar[str] = ""
+    #: Options of :meth:`train` and :meth:`train_hwa` beyond the common ones (see the command line).
+    train_options: ClassVar[Tuple[Option, ...]] = ()
+    hwa_options: ClassVar[Tuple[Option, ...]] = ()
+
+    def __init__(self, source: Optional[PathLike] = None):
+        self.source = source
+
+    # -- models
+
+    def model_names(self) -> List[str]:
+        """Return the registered models of this task."""
+        return list_models(self.name)
+
+    def load_model(self, spec: PathLike) -> Tuple[str, nn.Module, Dict[str, Any]]:
+        """Return ``(name, digital model, meta)`` for a registry name (shipped weights) or a checkpoint path."""
+        return load_model_spec(spec)
+
+    def load_hwa_model(self, path: PathLike, rpu_config: Any) -> Tuple[nn.Module, Dict[str, Any]]:
+        """Return ``(unprogrammed analog model, meta)`` of an HWA checkpoint, built with ``rpu_config``."""
+        return load_hwa_model(path, rpu_config)
+
+    # -- data
+
+    @abstractmethod
+    def test_metric(self, samples: int = 0, *, seed: int = 0, batch_size: int = 500,
+                    device: Optional[torch.device] = None) -> Metric:
+        """Return ``metric(model) -> float`` on the test split (``samples``: a fixed stratified subset, 0: all).
+
+        The metric has ``name`` (the row's metric) and is evaluated with the model in eval mode.
+        """
+
+    @abstractmethod
+    def calibration_data(self, samples: int, *, seed: int = 0, batch_size: int = 256,
+                         device: Optional[torch.device] = None, balanced: bool = True) -> TensorBatches:
+        """Return ``samples`` unlabeled training images as calibration batches, in the training view.
+
+        ``balanced``: order them so that every prefix is class-balanced (calibration takes prefixes);
+        otherwise in the order of the fixed subset. Only the training split is ever used.
+        """
+
+    @abstractmethod
+    def labeled_data(self, samples: int, *, seed: int = 1, batch_size: int = 128,
+                     device: Optional[torch.device] = None) -> TensorBatches:
+        """Return ``samples`` labeled training images as ``(x, y)`` batches for BN fine-tuning (training view)."""
+
+    def bnft_loss(self) -> Optional[Callable[[Any, Any], torch.Tensor]]:
+        """Return the loss BN fine-tuning minimises (``None``: cross-entropy on the logits)."""
+        return None
+
+    def sizes(self) -> Dict[str, int]:
+        """Return the number of samples of each split the task reads (for checking requested sizes)."""
+        return {}
+
+    # -- training recipes (the ``train`` / ``hwa`` commands)
+
+    def train(self, *, arch: str, epochs: int, out: PathLike, seed: int = 0, device: Any = None,
+              progress: bool = True, command: str = "", **options: Any) -> Dict[str, Any]:
+        """Train a digital model of this task and save its checkpoint; return a summary dict."""
+        raise ConfigError(f"task {self.name!r} has no digital training recipe")
+
+    def train_hwa(self, *, model: str, epochs: int, out: PathLike, seed: int = 0, device: Any = None,
+                  progress: bool = True, command: str = "", **options: Any) -> Dict[str, Any]:
+        """Fine-tune a model of this task hardware-aware and save its HWA checkpoint; return a summary dict."""
+        raise ConfigError(f"task {self.name!r} has no hardware-aware training recipe")
+
+    # -- checks
+
+    def check_source(self) -> None:
+        """Raise :class:`ConfigError` if ``source`` is given but does not exist (before anything is read)."""
+        if self.source is not None and not Path(self.source).expanduser().exists():
+            raise ConfigError(f"data source {str(self.source)!r} does not exist")
+
+    def check_sizes(self, **requested: int) -> None:
+        """Raise :class:`ConfigError` if a requested number of samples exceeds its split (see :meth:`sizes`).
+
+        Keywords are ``test``/``train`` sample counts; unknown splits are not checked.
+        """
+        sizes = self.sizes()
+        for split, n in requested.items():
+            if split in sizes and n > sizes[split]:
+                raise ConfigError(f"{n} {split} samples requested but the {self.title} {split} split has {sizes[split]}")

@@ -1,0 +1,296 @@
+"""The CIFAR-10 training recipes: digital baselines and hardware-aware (HWA) fine-tuning, and top-1 on images.
+
+Both recipes train on the whole training set kept on the device as uint8, augmented per batch with the
+training view (:mod:`.views`: zero-pad random crop, flip, Cutout), and test top-1 after every epoch; the
+loop itself is :func:`aihwkit_nabn.training.loop.fit`. :func:`train_baseline` and
+:func:`train_hwa_cifar10` are what ``aihwkit-nabn train`` / ``aihwkit-nabn hwa`` run; they save
+checkpoints with the command, seed, settings and accuracy in their meta.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from ...training.checkpoints import load_model_spec, read_checkpoint, save_checkpoint
+from ...training.digital import fit_classifier
+from ...training.hwa import fit_hwa
+from ...training.hwa_checkpoint import save_hwa_checkpoint
+from ...training.registry import create_model
+from .data import load_cifar10
+from .views import CUTOUT_SIZE, draw_views, epoch_batches, normalize_on, training_view
+
+__all__ = ["evaluate_top1", "train_classifier", "train_baseline", "train_hwa", "train_hwa_cifar10",
+           "range_init_batches", "DATASET_NAME"]
+
+PathLike = Union[str, os.PathLike]
+DATASET_NAME = "CIFAR-10 (JPEG q75 copy)"
+
+
+@torch.no_grad()
+def evaluate_top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                  batch_size: int = 512, device: Any = None) -> float:
+    """Top-1 accuracy in percent (0-100) of a digital model on all ``images`` (uint8 ``[N,3,32,32]``).
+
+    BatchNorm runs in eval mode (running statistics); the model's previous train/eval
+    mode is restored afterwards. Runs in fp32. ``device`` defaults to the model's device.
+    """
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    if len(images) == 0:
+        raise ValueError("no images to evaluate")
+    if device is None:
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    try:
+        for start in range(0, len(images), batch_size):
+            x = normalize_on(images[start:start + batch_size].to(device, non_blocking=True))
+            y = labels[start:start + batch_size].to(device, non_blocking=True)
+            correct += (model(x).argmax(dim=1) == y).sum()
+    finally:
+        model.train(was_training)
+    return 100.0 * correct.item() / len(images)
+
+
+def _augmentation(cutout_size: int) -> Dict[str, Any]:
+    """The data settings recorded with the hyper-parameters (and checked on resume: ``cutout_size``)."""
+    return {"augmentation": "random crop (zero pad 4) + horizontal flip"
+                            + (f" + cutout {cutout_size}x{cutout_size}" if cutout_size > 0 else ""),
+            "cutout_size": cutout_size}
+
+
+def _check_images(train_images: Tensor, train_labels: Tensor, test_images: Tensor, test_labels: Tensor) -> None:
+    """Raise ``TypeError``/``ValueError`` naming the first unusable image or label tensor."""
+    for name, x, y in (("train", train_images, train_labels), ("test", test_images, test_labels)):
+        if not isinstance(x, Tensor) or x.dtype != torch.uint8 or x.dim() != 4:
+            raise TypeError(f"{name} images must be a uint8 [N, 3, H, W] tensor, got "
+                            f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}")
+        if len(x) != len(y):
+            raise ValueError(f"{len(x)} {name} images but {len(y)} labels")
+        if len(x) == 0:
+            raise ValueError(f"no {name} images")
+
+
+class _OnDevice:
+    """The train/test tensors, moved to a device once (uint8 images are 4x smaller than float)."""
+
+    def __init__(self, train_images: Tensor, train_labels: Tensor, test_images: Tensor, test_labels: Tensor):
+        self.cpu = (train_images, train_labels, test_images, test_labels)
+        self.device: Optional[torch.device] = None
+        self.tensors = self.cpu
+
+    def on(self, device: torch.device) -> "tuple[Tensor, Tensor, Tensor, Tensor]":
+        """Return ``(x_train, y_train, x_test, y_test)`` on ``device`` (labels int64)."""
+        if self.device != device:
+            x, y, tx, ty = self.cpu
+            self.tensors = (x.to(device), y.to(device, dtype=torch.int64), tx.to(device),
+                            ty.to(device, dtype=torch.int64))
+            self.device = device
+        return self.tensors
+
+
+def train_classifier(
+    model: nn.Module,
+    train_images: Tensor,
+    train_labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 256,
+    cutout_size: int = CUTOUT_SIZE,
+    seed: int = 0,
+    **kwargs: Any,
+) -> Dict[str, Any]:
+    """Train a CIFAR classifier in place on uint8 images with the training view; test top-1 every epoch.
+
+    ``train_images``/``test_images`` are uint8 ``[N, 3, 32, 32]``, labels int64 ``[N]``. Each epoch's
+    batches follow :func:`~.views.epoch_batches` (shuffled and augmented from ``(seed, epoch)``, so a
+    resumed run sees the same data; the last incomplete batch is dropped); ``cutout_size`` is the Cutout
+    square (0: crop and flip only). The other keywords (``lr``, ``momentum``, ``weight_decay``,
+    ``nesterov``, ``label_smoothing``, ``warmup_epochs``, ``device``, ``log_path``, ``resume_path``,
+    ``progress``, ``compile``, ``stop_after_epochs``, ``max_seconds``) and the result are those of
+    :func:`aihwkit_nabn.training.digital.fit_classifier`.
+    """
+    if len(train_images) != len(train_labels) or len(test_images) != len(test_labels):
+        raise ValueError("images and labels differ in length")
+    if train_images.dtype != torch.uint8 or test_images.dtype != torch.uint8:
+        raise TypeError("images must be uint8 [N, 3, H, W] tensors")
+    data = _OnDevice(train_images, train_labels, test_images, test_labels)
+
+    def batches(epoch: int, device: torch.device) -> Iterator["tuple[Tensor, Tensor]"]:
+        x, y, _, _ = data.on(device)
+        return epoch_batches(x, y, seed, epoch, batch_size, cutout_size)
+
+    def evaluate(net: nn.Module, device: torch.device) -> float:
+        _, _, tx, ty = data.on(device)
+        return evaluate_top1(net, tx, ty, device=device)
+
+    return fit_classifier(model, epoch_batches=batches, n_train=len(train_images), evaluate=evaluate,
+                          epochs=epochs, batch_size=batch_size, seed=seed, data_hparams=_augmentation(cutout_size),
+                          data_resume_keys=("cutout_size",), **kwargs)
+
+
+def range_init_batches(images: Tensor, *, batch_size: int, seed: int, device: torch.device,
+                       cutout_size: int = CUTOUT_SIZE) -> Iterator[Tensor]:
+    """Yield, forever, normalised training-view batches of random training images for the input-range init.
+
+    Random images (uint8 ``[N, 3, H, W]``, drawn with a generator seeded apart from the per-epoch
+    streams) augmented like the training batches that aihwkit would initialise the ranges from.
+    """
+    gen = torch.Generator().manual_seed(seed * 1_000_003 - 1)  # apart from the per-epoch streams
+    while True:
+        idx = torch.randint(0, len(images), (min(batch_size, len(images)),), generator=gen)
+        shifts, flips, centers = (t.to(device) for t in draw_views(len(idx), gen, tuple(images.shape[-2:])))
+        yield normalize_on(training_view(images[idx].to(device), shifts, flips, centers, cutout_size)).contiguous()
+
+
+def train_hwa(
+    digital_model: nn.Module,
+    train_images: Tensor,
+    train_labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    cutout_size: int = CUTOUT_SIZE,
+    seed: int = 0,
+    **kwargs: Any,
+) -> Dict[str, Any]:
+    """Fine-tune an analog copy of a CIFAR classifier hardware-aware on uint8 images; the input is not modified.
+
+    Batches as in :func:`train_classifier` (training view, ``cutout_size``); the input ranges are
+    initialised from :func:`range_init_batches`. The other keywords (``rpu_config``, ``lr``,
+    ``momentum``, ``weight_decay``, ``nesterov``, ``device``, ``digital_layers``, ``max_seconds``,
+    ``stop_after_epochs``, ``log_path``, ``resume_path``, ``progress``) and the result are those of
+    :func:`aihwkit_nabn.training.hwa.fit_hwa`.
+    """
+    _check_images(train_images, train_labels, test_images, test_labels)
+    data = _OnDevice(train_images, train_labels, test_images, test_labels)
+
+    def batches(epoch: int, device: torch.device) -> Iterator["tuple[Tensor, Tensor]"]:
+        x, y, _, _ = data.on(device)
+        return epoch_batches(x, y, seed, epoch, batch_size, cutout_size)
+
+    def evaluate(net: nn.Module, device: torch.device) -> float:
+        _, _, tx, ty = data.on(device)
+        return evaluate_top1(net, tx, ty, device=device)
+
+    def init_batches(device: torch.device) -> Iterator[Tensor]:
+        return range_init_batches(train_images, batch_size=batch_size, seed=seed, device=device,
+                                  cutout_size=cutout_size)
+
+    return fit_hwa(digital_model, epoch_batches=batches, range_init_batches=init_batches,
+                   n_train=len(train_images), evaluate=evaluate, epochs=epochs, batch_size=batch_size, seed=seed,
+                   data_hparams=_augmentation(cutout_size), data_resume_keys=("cutout_size",), **kwargs)
+
+
+def train_baseline(
+    arch: str,
+    *,
+    epochs: int,
+    out_path: PathLike,
+    data_source: Optional[PathLike] = None,
+    seed: int = 0,
+    device: Any = None,
+    cache_dir: Optional[PathLike] = None,
+    **hparams: Any,
+) -> Dict[str, Any]:
+    """Train a registry model on CIFAR-10 (JPEG q75 copy) and save it with :func:`save_checkpoint`.
+
+    ``hparams`` go to :func:`train_classifier` (batch_size, lr, ...). ``log_path`` and
+    ``resume_path`` default to ``<out_path>.log.jsonl`` and ``<out_path>.resume.pt``, so
+    re-running the same call after an interruption continues where it stopped.
+
+    Pass ``max_seconds=`` (or ``stop_after_epochs=``) to split a long run over several calls
+    (e.g. a 10-minute job limit); the checkpoint is written only once all ``epochs`` are done.
+
+    Returns:
+        the :func:`train_classifier` result plus ``out_path`` (None while unfinished) and the
+        checkpoint ``meta`` (arch, accuracy, epochs, seed, hparams, command, seconds, device,
+        torch version, dataset).
+    """
+    out = Path(out_path)
+    log_path = hparams.pop("log_path", str(out) + ".log.jsonl")
+    resume_path = hparams.pop("resume_path", str(out) + ".resume.pt")
+    torch.manual_seed(seed)  # model initialisation depends on the seed only
+    model = create_model(arch)
+    train_x, train_y = load_cifar10("train", data_source, cache_dir)
+    test_x, test_y = load_cifar10("test", data_source, cache_dir)
+    result = train_classifier(
+        model, train_x, train_y, test_x, test_y,
+        epochs=epochs, seed=seed, device=device, log_path=log_path, resume_path=resume_path,
+        **hparams,
+    )
+    if not result["finished"]:
+        return {**result, "out_path": None, "meta": None}
+    args = ", ".join(f"{k}={v!r}" for k, v in sorted(hparams.items())
+                     if k not in ("progress", "stop_after_epochs", "max_seconds"))
+    command = (f"aihwkit_nabn.tasks.cifar10.train_baseline({arch!r}, epochs={epochs}, seed={seed}"
+               + (f", {args}" if args else "") + f", out_path={out.name!r})")
+    meta = {
+        "arch": arch,
+        "accuracy": result["top1"],
+        "epochs": epochs,
+        "seed": seed,
+        "hparams": result["hparams"],
+        "command": command,
+        "seconds": result["seconds"],
+        "device": result["device"],
+        "torch_version": result["torch_version"],
+        "dataset": DATASET_NAME,
+        "n_test": len(test_y),
+        "history": [{"epoch": h["epoch"], "test_acc": h["test_acc"], "train_loss": h["train_loss"]}
+                    for h in result["history"]],
+    }
+    save_checkpoint(out, model, arch, meta)
+    return {**result, "out_path": str(out), "meta": meta}
+
+
+def train_hwa_cifar10(model: str, *, epochs: int, out_path: PathLike, data_source: Optional[PathLike] = None,
+                      seed: int = 0, device: Any = None, cache_dir: Optional[PathLike] = None,
+                      command: Optional[str] = None, **hparams: Any) -> Dict[str, Any]:
+    """HWA-fine-tune a CIFAR-10 model and save its HWA checkpoint (the ``aihwkit-nabn hwa`` command).
+
+    ``model`` is a registry name (its shipped weights) or a checkpoint path
+    (:func:`~aihwkit_nabn.training.checkpoints.load_model_spec`). ``hparams`` go to
+    :func:`train_hwa`; ``log_path``/``resume_path`` default to ``<out_path>.log.jsonl`` /
+    ``<out_path>.resume.pt``, so re-running the same call after an interruption (or ``max_seconds``)
+    continues. The checkpoint is written once all ``epochs`` are done.
+
+    Returns:
+        the :func:`train_hwa` result plus ``out_path`` (None while unfinished) and ``meta``.
+    """
+    _, digital, source_meta = load_model_spec(model)
+    arch = read_checkpoint(model)["arch"] if Path(model).is_file() else model
+    out = Path(out_path)
+    hparams.setdefault("log_path", str(out) + ".log.jsonl")
+    hparams.setdefault("resume_path", str(out) + ".resume.pt")
+    train_x, train_y = load_cifar10("train", data_source, cache_dir)
+    test_x, test_y = load_cifar10("test", data_source, cache_dir)
+    result = train_hwa(digital, train_x, train_y, test_x, test_y, epochs=epochs, seed=seed, device=device, **hparams)
+    if not result["finished"]:
+        return {**result, "out_path": None, "meta": None}
+    meta = {
+        "arch": arch, "accuracy": result["top1"], "accuracy_kind": "HWA model, eval mode, unprogrammed, no drift",
+        "digital_accuracy": source_meta.get("accuracy"), "source": str(model), "epochs": epochs, "seed": seed,
+        "lr": result["hparams"]["lr"], "batch_size": result["hparams"]["batch_size"], "hparams": result["hparams"],
+        "preset": result["preset"], "seconds": result["seconds"], "device": result["device"],
+        "torch_version": result["torch_version"], "aihwkit_version": result["aihwkit_version"],
+        "input_range_fix": result["input_range_fix"], "dataset": DATASET_NAME, "n_test": len(test_y),
+        "command": command or (f"aihwkit_nabn.tasks.cifar10.train_hwa_cifar10({str(model)!r}, epochs={epochs}, "
+                               f"seed={seed}, out_path={out.name!r})"),
+        "history": [{"epoch": h["epoch"], "test_acc": h["test_acc"], "train_loss": h["train_loss"]}
+                    for h in result["history"]],
+    }
+    save_hwa_checkpoint(out, result["model"], arch, meta, digital_layers=result["hparams"]["digital_layers"])
+    return {**result, "out_path": str(out), "meta": meta}

@@ -1,0 +1,164 @@
+"""CIFAR-10 classification as a :class:`~aihwkit_nabn.evaluation.task.Task`: data, metric, view, recipes, config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ...errors import ConfigError
+from ...evaluation.metrics import Top1Accuracy
+from ...evaluation.task import Option, PathLike, Task
+from ...utils.batches import TensorBatches
+from ...utils.checks import check_float, check_int
+from .data import balanced_order, load_cifar10, normalize, stratified_subset
+from .recipe import DATASET_NAME, train_baseline, train_hwa_cifar10
+from .sample import load_demo_sample
+from .views import augment_like_training
+
+__all__ = ["Cifar10Task", "SHIPPED_SAMPLE"]
+
+#: ``source`` value that reads the small sample shipped in the package (1,000 test, 512 training images).
+SHIPPED_SAMPLE = "shipped-sample"
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"expected an integer, got {text!r}") from None
+        return check_int("", value, minimum)
+
+    return parse
+
+
+def _float(positive: bool = False, minimum: Optional[float] = None):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"expected a number, got {text!r}") from None
+        return check_float("", value, positive=positive, minimum=minimum)
+
+    return parse
+
+
+def _compile_mode(text: str) -> Any:
+    return True if text in ("", "default", "true") else text
+
+
+class Cifar10Task(Task):
+    """CIFAR-10 (the project's JPEG q75 copy): ResNet-20/32/56, top-1, the pad-crop-flip-Cutout view.
+
+    ``source``: the CIFAR-10 archive or folder (default: ``../shared/data/cifar10_jpg.tar.gz`` or
+    ``$AIHWKIT_NABN_CIFAR10``), or :data:`SHIPPED_SAMPLE` for the sample shipped in the package (its
+    512 training images stand in for the training split).
+    """
+
+    name = "cifar10"
+    title = DATASET_NAME
+    metric_name = "top1"
+    default_config = Path(__file__).resolve().with_name("config.toml")
+    calib_view = "training augmentation (pad-4 random crop + flip + cutout 16), seeded"
+    train_options = (
+        Option("batch_size", _int_at_least(1), "images per step (default 256)"),
+        Option("lr", _float(positive=True), "peak learning rate (default 0.2)"),
+        Option("weight_decay", _float(minimum=0.0), "SGD weight decay (default 5e-4)"),
+        Option("label_smoothing", _float(minimum=0.0), "label smoothing of the loss (default 0)"),
+        Option("cutout_size", _int_at_least(0), "side of the Cutout square (default 16; 0 = none)"),
+        Option("compile", _compile_mode, "torch.compile the training forward, optionally with a mode (e.g. "
+                                          "reduce-overhead); falls back to eager if compiling fails",
+               metavar="MODE", const=True),
+    )
+    hwa_options = (
+        Option("batch_size", _int_at_least(1), "images per step (default 128)"),
+        Option("lr", _float(positive=True), "peak learning rate of AnalogSGD (default 0.02)"),
+        Option("cutout_size", _int_at_least(0), "side of the Cutout square (default 16, as the shipped models; 0 = none)"),
+    )
+
+    def __init__(self, source: Optional[PathLike] = None):
+        super().__init__(source)
+        self._splits: Dict[str, Tuple[Tensor, Tensor]] = {}
+
+    def split(self, name: str) -> Tuple[Tensor, Tensor]:
+        """Return ``(uint8 images [N, 3, 32, 32], int64 labels [N])`` of ``"train"`` or ``"test"`` (read once)."""
+        if name not in self._splits:
+            if self.source == SHIPPED_SAMPLE:
+                sample = load_demo_sample()
+                key = "test" if name == "test" else "calib"
+                self._splits[name] = (sample[f"{key}_images"], sample[f"{key}_labels"])
+            else:
+                self._splits[name] = load_cifar10(name, self.source)
+        return self._splits[name]
+
+    def check_source(self) -> None:
+        if self.source != SHIPPED_SAMPLE:
+            super().check_source()
+
+    def sizes(self) -> Dict[str, int]:
+        if self.source == SHIPPED_SAMPLE:
+            return {"test": 1000, "train": 512}
+        if self.source is None:
+            return {"test": 10000, "train": 50000}
+        return {}  # another copy: its size is known once it is read
+
+    def test_metric(self, samples: int = 0, *, seed: int = 0, batch_size: int = 500,
+                    device: Optional[torch.device] = None) -> Top1Accuracy:
+        test_x, test_y = self.split("test")
+        if samples:
+            idx = stratified_subset(test_y, samples, seed=seed)
+            test_x, test_y = test_x[idx], test_y[idx]
+        batches = TensorBatches(test_x, test_y, batch_size=batch_size, transform=normalize, device=device)
+        return Top1Accuracy(batches, samples=len(test_y))
+
+    def training_subset(self, samples: int, *, seed: int, balanced: bool = True) -> Tensor:
+        """Return the indices of a fixed, seeded, class-stratified subset of the training split.
+
+        ``balanced``: ordered so that every prefix holds all classes evenly (:func:`~.data.balanced_order`);
+        otherwise sorted, i.e. grouped by class.
+        """
+        _, train_y = self.split("train")
+        idx = stratified_subset(train_y, samples, seed=seed)
+        if balanced:
+            # stratified_subset returns sorted indices, i.e. grouped by class: reorder them so that every prefix
+            # (calibration takes the first num_samples) and every batch holds all classes.
+            idx = idx[balanced_order(train_y[idx], seed=seed)]
+        return idx
+
+    def calibration_data(self, samples: int, *, seed: int = 0, batch_size: int = 256,
+                         device: Optional[torch.device] = None, balanced: bool = True) -> TensorBatches:
+        train_x, _ = self.split("train")
+        idx = self.training_subset(samples, seed=seed, balanced=balanced)
+        # ... seen the way the BN statistics were learned: one fixed training-style view of each image.
+        view = augment_like_training(train_x[idx], seed=seed)
+        return TensorBatches(view, batch_size=batch_size, transform=normalize, device=device)
+
+    def labeled_data(self, samples: int, *, seed: int = 1, batch_size: int = 128,
+                     device: Optional[torch.device] = None) -> TensorBatches:
+        train_x, train_y = self.split("train")
+        idx = self.training_subset(samples, seed=seed)
+        return TensorBatches(augment_like_training(train_x[idx], seed=seed), train_y[idx], batch_size=batch_size,
+                             transform=normalize, device=device)
+
+    def _data_source(self) -> Optional[PathLike]:
+        if self.source == SHIPPED_SAMPLE:
+            raise ConfigError("training needs a CIFAR-10 copy (--data PATH), not the shipped sample")
+        return self.source
+
+    def train(self, *, arch: str, epochs: int, out: PathLike, seed: int = 0, device: Any = None,
+              progress: bool = True, command: str = "", **options: Any) -> Dict[str, Any]:
+        result = train_baseline(arch, epochs=epochs, out_path=out, data_source=self._data_source(), seed=seed,
+                                device=device, progress=progress, **options)
+        return {"arch": arch, "top1": result["top1"], "seconds": result["seconds"], "out": result["out_path"],
+                "epochs_done": result["epochs_done"], "finished": result["finished"]}
+
+    def train_hwa(self, *, model: str, epochs: int, out: PathLike, seed: int = 0, device: Any = None,
+                  progress: bool = True, command: str = "", **options: Any) -> Dict[str, Any]:
+        result = train_hwa_cifar10(model, epochs=epochs, out_path=out, data_source=self._data_source(), seed=seed,
+                                   device=device, progress=progress, command=command or None, **options)
+        return {"model": model, "top1": result["top1"], "seconds": result["seconds"], "out": result["out_path"],
+                "epochs_done": result["epochs_done"], "finished": result["finished"],
+                "input_range_fix": result["input_range_fix"]}

@@ -1,0 +1,125 @@
+"""HWA checkpoints: an HWA-trained analog model saved before any programming, rebuilt exactly.
+
+:func:`save_hwa_checkpoint` writes a plain checkpoint (``torch.load(weights_only=True)``): the
+digital-equivalent weights as a registry-model state dict (so
+:func:`~aihwkit_nabn.training.checkpoints.load_checkpoint` reads it as a digital model too), the learned
+input range and output scales of every analog tile, the exact analog tensors, and meta.
+:func:`load_hwa_model` rebuilds the analog model from it exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional, Tuple, Union
+
+from torch import nn
+
+from aihwkit.nn.conversion import convert_to_digital
+from aihwkit.simulator.configs import TorchInferenceRPUConfig
+
+from .._aihwkit.state import analog_state, load_analog_state
+from .._aihwkit.tiles import analog_tiles
+from ..analog.convert import to_analog
+from ..analog.hwa_preset import TorchHWAPreset
+from ..analog.presets import config_fields
+from ..errors import CheckpointError
+from ..utils.io import atomic_save, check_plain, plain
+from .checkpoints import CHECKPOINT_FORMAT, check_model_state, load_checkpoint, read_checkpoint
+from .registry import MODELS, list_models
+
+__all__ = ["save_hwa_checkpoint", "load_hwa_model", "HWA_FORMAT"]
+
+PathLike = Union[str, os.PathLike]
+HWA_FORMAT = "aihwkit-nabn/hwa/v1"
+
+
+def save_hwa_checkpoint(path: PathLike, analog_model: nn.Module, arch: str,
+                        meta: Optional[Dict[str, Any]] = None, *, digital_layers: Iterable[str] = (),
+                        rpu_config: Optional[TorchInferenceRPUConfig] = None) -> Path:
+    """Save an HWA-trained analog model, unprogrammed, as a plain checkpoint (atomic write).
+
+    The file is a regular aihwkit-nabn checkpoint (``format``, ``arch``, ``state_dict`` = the
+    digital-equivalent weights from aihwkit's ``convert_to_digital``, i.e. tile weights times
+    mapping and learned output scales, ``meta``) plus an ``hwa`` section: ``tiles`` (per analog
+    tile: learned ``input_range`` and ``out_scales``), ``analog_state`` (every tensor of the analog
+    model, for an exact rebuild), ``digital_layers``, ``preset`` (class name) and ``rpu_config``
+    (its :func:`~aihwkit_nabn.analog.presets.config_fields`; default: the tiles' own configuration).
+
+    Raises:
+        CheckpointError: unknown ``arch``, a model that has been programmed (its weights are then
+            noisy: save before programming), or weights that do not fit ``arch``.
+    """
+    if arch not in MODELS:
+        raise CheckpointError(f"unknown arch {arch!r}; known: {', '.join(list_models())}")
+    tiles = analog_tiles(analog_model)
+    if not tiles:
+        raise CheckpointError("the model has no analog tile: save digital models with save_checkpoint")
+    programmed = [n for n, t in tiles if getattr(t, "programmed_weights", None) is not None]
+    if programmed:
+        raise CheckpointError(f"tiles {programmed[:3]} have been programmed (their weights now hold programming "
+                              "noise / drift): save the HWA checkpoint before programming")
+    meta = plain(dict(meta or {}))
+    check_plain(meta, "meta")
+    digital = convert_to_digital(analog_model).cpu()
+    state = {k: v.detach().cpu().contiguous() for k, v in digital.state_dict().items()}
+    check_model_state(arch, state, "the model's digital weights")
+    configs = [t.rpu_config for _, t in tiles]
+    rpu_config = rpu_config if rpu_config is not None else configs[0]
+    hwa = {
+        "format": HWA_FORMAT,
+        "preset": type(rpu_config).__name__,
+        "rpu_config": config_fields(rpu_config),
+        "digital_layers": list(digital_layers),
+        "tiles": {n: {"input_range": float(t.input_range.detach().reshape(-1)[0])
+                      if getattr(t, "input_range", None) is not None else None,
+                      "out_scales": t.get_scales().detach().cpu().contiguous() if t.get_scales() is not None else None}
+                  for n, t in tiles},
+        "analog_state": analog_state(analog_model),
+    }
+    check_plain(hwa, "hwa")
+    path = Path(path)
+    atomic_save({"format": CHECKPOINT_FORMAT, "arch": arch, "state_dict": state, "meta": meta, "hwa": hwa}, path)
+    return path
+
+
+def load_hwa_model(path: PathLike, rpu_config: Optional[TorchInferenceRPUConfig] = None, *,
+                   device: Any = None, accelerate: bool = True) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Rebuild the unprogrammed analog model of an HWA checkpoint exactly (``weights_only`` loading).
+
+    Args:
+        path: a checkpoint written by :func:`save_hwa_checkpoint`.
+        rpu_config: the configuration to rebuild with; default: a :class:`TorchHWAPreset` when the
+            model was trained with an unmodified one (else pass the configuration used). Another
+            configuration with the same tile layout is accepted (e.g. without output noise).
+        device: where to put the model (default CPU).
+        accelerate: accelerate the analog layers (:mod:`aihwkit_nabn._aihwkit.accelerated`).
+
+    Returns:
+        ``(analog model in eval mode, meta)``.
+
+    Raises:
+        CheckpointError: missing/unsafe file, not an HWA checkpoint, or a configuration that
+            does not rebuild the same tiles.
+    """
+    blob = read_checkpoint(path)
+    hwa = blob.get("hwa")
+    if not isinstance(hwa, dict) or hwa.get("format") != HWA_FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not an HWA checkpoint (no {HWA_FORMAT!r} 'hwa' section); "
+                              "train one with aihwkit_nabn.train_hwa / `aihwkit-nabn hwa`")
+    if rpu_config is None:
+        saved, default = hwa.get("rpu_config") or {}, config_fields(TorchHWAPreset())
+        differ = sorted(k for k in set(saved) | set(default) if saved.get(k) != default.get(k))
+        if differ:
+            raise CheckpointError(
+                f"{str(path)!r} was trained with a {hwa.get('preset')} that differs from TorchHWAPreset() in "
+                + ", ".join(f"{k} (saved {saved.get(k)!r})" for k in differ[:8])
+                + "; pass that rpu_config to load_hwa_model")
+        rpu_config = TorchHWAPreset()
+    digital, meta = load_checkpoint(path)
+    model = to_analog(digital, rpu_config, digital_layers=hwa.get("digital_layers", []), accelerate=accelerate)
+    load_analog_state(model, hwa["analog_state"], f"HWA checkpoint {str(path)!r}")
+    if device is not None:
+        model.to(device)
+    model.eval()
+    return model, meta
