@@ -79,22 +79,36 @@ def _check_images(train_images: Tensor, train_labels: Tensor, test_images: Tenso
             raise ValueError(f"no {name} images")
 
 
-class _OnDevice:
-    """The train/test tensors, moved to a device once (uint8 images are 4x smaller than float)."""
+class _EpochData:
+    """The train/test tensors of a run, moved to the device once, as the loops' batches and test metric."""
 
-    def __init__(self, train_images: Tensor, train_labels: Tensor, test_images: Tensor, test_labels: Tensor):
+    def __init__(self, train_images: Tensor, train_labels: Tensor, test_images: Tensor, test_labels: Tensor, *,
+                 seed: int, batch_size: int, cutout_size: int):
+        _check_images(train_images, train_labels, test_images, test_labels)
         self.cpu = (train_images, train_labels, test_images, test_labels)
+        self.seed, self.batch_size, self.cutout_size = seed, batch_size, cutout_size
         self.device: Optional[torch.device] = None
         self.tensors = self.cpu
 
     def on(self, device: torch.device) -> "tuple[Tensor, Tensor, Tensor, Tensor]":
-        """Return ``(x_train, y_train, x_test, y_test)`` on ``device`` (labels int64)."""
+        """Return ``(x_train, y_train, x_test, y_test)`` on ``device`` (labels int64; uint8 images are 4x
+        smaller than float)."""
         if self.device != device:
             x, y, tx, ty = self.cpu
             self.tensors = (x.to(device), y.to(device, dtype=torch.int64), tx.to(device),
                             ty.to(device, dtype=torch.int64))
             self.device = device
         return self.tensors
+
+    def batches(self, epoch: int, device: torch.device) -> Iterator["tuple[Tensor, Tensor]"]:
+        """The epoch's training batches (:func:`~.views.epoch_batches`)."""
+        x, y, _, _ = self.on(device)
+        return epoch_batches(x, y, self.seed, epoch, self.batch_size, self.cutout_size)
+
+    def evaluate(self, net: nn.Module, device: torch.device) -> float:
+        """Top-1 on the test tensors."""
+        _, _, tx, ty = self.on(device)
+        return evaluate_top1(net, tx, ty, device=device)
 
 
 def train_classifier(
@@ -120,21 +134,9 @@ def train_classifier(
     ``progress``, ``compile``, ``stop_after_epochs``, ``max_seconds``) and the result are those of
     :func:`aihwkit_nabn.training.digital.fit_classifier`.
     """
-    if len(train_images) != len(train_labels) or len(test_images) != len(test_labels):
-        raise ValueError("images and labels differ in length")
-    if train_images.dtype != torch.uint8 or test_images.dtype != torch.uint8:
-        raise TypeError("images must be uint8 [N, 3, H, W] tensors")
-    data = _OnDevice(train_images, train_labels, test_images, test_labels)
-
-    def batches(epoch: int, device: torch.device) -> Iterator["tuple[Tensor, Tensor]"]:
-        x, y, _, _ = data.on(device)
-        return epoch_batches(x, y, seed, epoch, batch_size, cutout_size)
-
-    def evaluate(net: nn.Module, device: torch.device) -> float:
-        _, _, tx, ty = data.on(device)
-        return evaluate_top1(net, tx, ty, device=device)
-
-    return fit_classifier(model, epoch_batches=batches, n_train=len(train_images), evaluate=evaluate,
+    data = _EpochData(train_images, train_labels, test_images, test_labels, seed=seed, batch_size=batch_size,
+                      cutout_size=cutout_size)
+    return fit_classifier(model, epoch_batches=data.batches, n_train=len(train_images), evaluate=data.evaluate,
                           epochs=epochs, batch_size=batch_size, seed=seed, data_hparams=_augmentation(cutout_size),
                           data_resume_keys=("cutout_size",), **kwargs)
 
@@ -174,23 +176,15 @@ def train_hwa(
     ``stop_after_epochs``, ``log_path``, ``resume_path``, ``progress``) and the result are those of
     :func:`aihwkit_nabn.training.hwa.fit_hwa`.
     """
-    _check_images(train_images, train_labels, test_images, test_labels)
-    data = _OnDevice(train_images, train_labels, test_images, test_labels)
-
-    def batches(epoch: int, device: torch.device) -> Iterator["tuple[Tensor, Tensor]"]:
-        x, y, _, _ = data.on(device)
-        return epoch_batches(x, y, seed, epoch, batch_size, cutout_size)
-
-    def evaluate(net: nn.Module, device: torch.device) -> float:
-        _, _, tx, ty = data.on(device)
-        return evaluate_top1(net, tx, ty, device=device)
+    data = _EpochData(train_images, train_labels, test_images, test_labels, seed=seed, batch_size=batch_size,
+                      cutout_size=cutout_size)
 
     def init_batches(device: torch.device) -> Iterator[Tensor]:
         return range_init_batches(train_images, batch_size=batch_size, seed=seed, device=device,
                                   cutout_size=cutout_size)
 
-    return fit_hwa(digital_model, epoch_batches=batches, range_init_batches=init_batches,
-                   n_train=len(train_images), evaluate=evaluate, epochs=epochs, batch_size=batch_size, seed=seed,
+    return fit_hwa(digital_model, epoch_batches=data.batches, range_init_batches=init_batches,
+                   n_train=len(train_images), evaluate=data.evaluate, epochs=epochs, batch_size=batch_size, seed=seed,
                    data_hparams=_augmentation(cutout_size), data_resume_keys=("cutout_size",), **kwargs)
 
 
