@@ -1,10 +1,19 @@
 """Shared fixtures: a small conv net with BatchNorm, its analog version, and data."""
 
-import pytest
-import torch
-from torch import nn
+import os
 
-import aihwkit_nabn as nb
+import torch
+
+# Without a GPU the fused Triton kernels run under Triton's interpreter (tests/test_fused.py); the variable
+# must be set before triton compiles anything. The accelerated layers only dispatch CUDA tensors to them,
+# so the rest of the suite runs the exact torch path as before.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+from torch import nn  # noqa: E402
+
+import aihwkit_nabn as nb  # noqa: E402
 
 
 def tiny_net() -> nn.Module:

@@ -36,6 +36,7 @@ from aihwkit.simulator.parameters.enums import (
 )
 
 from aihwkit_nabn._aihwkit.accelerated import accelerate, acceleration_report, is_accelerated, restore_stock
+from aihwkit_nabn._aihwkit.fused import is_speculative
 from aihwkit_nabn._aihwkit.im2col import im2col
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -382,10 +383,11 @@ def test_deepcopy_state_dict_train_eval_restore():
     chip = copy.deepcopy(acc)
     assert is_accelerated(chip)
     assert acceleration_report(chip) == acceleration_report(acc)
+    assert is_speculative(chip) and not any(is_speculative(m) for m in list(chip.modules())[1:])
     for name, mod in chip.named_modules():
         fwd = mod.__dict__.get("forward")
-        if fwd is not None:  # bound to the copy, not to the original
-            assert fwd.args[0] is mod, name
+        if fwd is not None:  # bound to the copy, not to the original (the root: the speculative forward)
+            assert (fwd.model if name == "" else fwd.args[0]) is mod, name
     torch.manual_seed(5)
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
@@ -401,7 +403,7 @@ def test_deepcopy_state_dict_train_eval_restore():
     assert [type(m) for m in chip.modules()] == [type(m) for m in stock.modules()]
 
     restore_stock(chip)
-    assert not is_accelerated(chip)
+    assert not is_accelerated(chip) and not is_speculative(chip) and "forward" not in chip.__dict__
     assert set(acceleration_report(chip).values()) == {"stock: not accelerated"}
     assert list(chip.state_dict().keys()) == list(stock.state_dict().keys())
     with torch.no_grad():

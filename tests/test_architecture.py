@@ -36,10 +36,22 @@ def _is_package(name: str) -> bool:
     return MODULES[name].name == "__init__.py"
 
 
+def _module_level(body: list) -> Set[int]:
+    """ids of the statements that run at import: the module body and its ``try``/``if`` blocks."""
+    ids: Set[int] = set()
+    for node in body:
+        ids.add(id(node))
+        if isinstance(node, (ast.Try, ast.If)):
+            for block in (node.body, node.orelse, getattr(node, "finalbody", []),
+                          *[h.body for h in getattr(node, "handlers", [])]):
+                ids |= _module_level(block)
+    return ids
+
+
 def _imports(name: str) -> List[Tuple[str, List[str], bool, int]]:
     """``(imported module, imported names, at module level, line)`` for every aihwkit_nabn import of ``name``."""
     tree = ast.parse(MODULES[name].read_text())
-    top = set(id(node) for node in tree.body)
+    top = _module_level(tree.body)
     base = name.split(".") if _is_package(name) else name.split(".")[:-1]
     found = []
     for node in ast.walk(tree):

@@ -54,6 +54,14 @@ module hooks on tiles) is run through aihwkit's stock code, per layer and
 per call; :func:`acceleration_report` says which layers are accelerated and why
 not.
 
+On CUDA, a layer whose configuration and input the fused Triton kernels of
+:mod:`.fused` cover (inference: no autograd, tiles in eval mode) runs through
+them instead: the same arithmetic again, bit for bit, in two kernels and the
+stock GEMM per tile; a model root gets the fused path's speculative forward
+(one host sync per forward instead of one per tile for iterative bound
+management). ``AIHWKIT_NABN_FUSED=0`` (or :func:`set_fused`) turns the fused
+path off; on the CPU the torch path above always runs.
+
 Caveat: ``torch.nn.DataParallel`` replicas copy ``__dict__`` shallowly, so an
 accelerated layer's replica would call the original layer; call
 :func:`restore_stock` before wrapping a model in ``DataParallel`` (DDP is fine).
@@ -62,6 +70,7 @@ accelerated layer's replica would call the original layer; call
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -82,10 +91,36 @@ from .mvm import analog_matmul
 from .tiles import is_analog_layer
 from .version import aihwkit_supported
 
-__all__ = ["accelerate", "restore_stock", "is_accelerated", "acceleration_report", "ACCELERATED"]
+try:  # Triton comes with torch on Linux; without it the exact torch path runs everywhere
+    from .fused import forward_if_supported, fused_supported, speculate, unspeculate
+except ImportError:  # pragma: no cover
+    forward_if_supported = fused_supported = None
+
+__all__ = ["accelerate", "restore_stock", "is_accelerated", "acceleration_report", "fused_report", "set_fused",
+           "fused_enabled", "ACCELERATED"]
 
 _REPORT_ATTR = "_nabn_acceleration"
 ACCELERATED = "accelerated"
+_FUSED = {"enabled": forward_if_supported is not None and os.environ.get("AIHWKIT_NABN_FUSED", "1") != "0"}
+
+
+def set_fused(enabled: bool) -> None:
+    """Turn the fused CUDA kernels of accelerated layers on or off (default on, ``AIHWKIT_NABN_FUSED=0``: off)."""
+    if enabled and forward_if_supported is None:
+        raise RuntimeError("the fused path needs Triton, which is not installed")
+    _FUSED["enabled"] = bool(enabled)
+
+
+def fused_enabled() -> bool:
+    """Whether accelerated layers use the fused CUDA kernels where they apply."""
+    return _FUSED["enabled"]
+
+
+def _fused(layer: Module, x: Tensor) -> Optional[Tensor]:
+    """The fused forward of ``layer`` when it applies (CUDA, inference, a covered configuration), else None."""
+    if _FUSED["enabled"] and x.is_cuda:
+        return forward_if_supported(layer, x)
+    return None
 
 
 
@@ -222,6 +257,9 @@ def _analog_module_forward(mod: Module, x_input: Tensor) -> Tensor:
 
 def _conv2d_forward(self: AnalogConv2d, x_input: Tensor) -> Tensor:
     """Accelerated ``_AnalogConvNd.forward`` for ``AnalogConv2d``."""
+    out = _fused(self, x_input)
+    if out is not None:
+        return out
     use_indexed = self.use_indexed
     if use_indexed is None and not self.NEEDS_INDEXED:
         use_indexed = self.analog_module.is_cuda
@@ -251,6 +289,9 @@ def _conv2d_forward(self: AnalogConv2d, x_input: Tensor) -> Tensor:
 
 def _linear_forward(self: AnalogLinear, x_input: Tensor) -> Tensor:
     """Accelerated ``AnalogLinear.forward``."""
+    out = _fused(self, x_input)
+    if out is not None:
+        return out
     return _analog_module_forward(self.analog_module, x_input)
 
 
@@ -306,11 +347,16 @@ def accelerate(model: Module) -> Module:
         if fwd is not None:
             module.__dict__["forward"] = functools.partial(fwd, module)
         module.__dict__[_REPORT_ATTR] = report
+    if forward_if_supported is not None and not is_analog_layer(model) and "forward" not in model.__dict__ \
+            and is_accelerated(model):
+        speculate(model)  # acts only on CUDA, in eval mode without autograd, when fused tiles ask for it
     return model
 
 
 def restore_stock(model: Module) -> Module:
     """Undo :func:`accelerate` in place; returns the model."""
+    if forward_if_supported is not None:
+        unspeculate(model)
     for module in model.modules():
         if _is_ours(module.__dict__.get("forward")):
             del module.__dict__["forward"]
@@ -322,6 +368,17 @@ def is_accelerated(module: Module) -> bool:
     """True if ``module`` (or, for a container, any of its sub-modules) runs
     on the accelerated path."""
     return any(_is_ours(m.__dict__.get("forward")) for m in module.modules())
+
+
+def fused_report(model: Module) -> Dict[str, Optional[str]]:
+    """``{layer name: None (the fused CUDA kernels apply in inference) or why not}`` for every analog layer.
+
+    Whether a call takes the fused path also depends on its input (CUDA, fp32, no autograd); the
+    fused path is off altogether when :func:`fused_enabled` is False.
+    """
+    if fused_supported is None:
+        return {name: "Triton is not installed" for name, m in model.named_modules() if is_analog_layer(m)}
+    return {name: fused_supported(m) for name, m in model.named_modules() if is_analog_layer(m)}
 
 
 def acceleration_report(model: Module) -> Dict[str, str]:
