@@ -258,23 +258,26 @@ def main(argv=None) -> None:
             "command": "python benchmarks/bench_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     records: List[Dict] = []
     modes = args.modes.split(",")
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"speed_{device.type}.json")
+
+    def add(new: List[Dict]) -> None:
+        """Keep the record and rewrite the file, so an interrupted run keeps what it measured."""
+        for record in new:
+            record.update(device=meta["device"], torch=meta["torch"])
+            records.append(record)
+            print(json.dumps(record), flush=True)
+        with open(path, "w") as f:
+            json.dump({"meta": meta, "records": records}, f, indent=1)
+
     for name in args.models.split(","):
         if "inference" in modes:
             for preset in args.presets.split(","):
-                records += bench_inference(name, preset, args, device)
-                print(json.dumps(records[-1]), flush=True)
+                add(bench_inference(name, preset, args, device))
         if "hwa_step" in modes:
-            records.append(bench_hwa_step(name, args, device))
-            print(json.dumps(records[-1]), flush=True)
+            add([bench_hwa_step(name, args, device)])
         if "calibrate_1024" in modes:
-            records.append(bench_calibration(name, args, device))
-            print(json.dumps(records[-1]), flush=True)
-    for record in records:
-        record.update(device=meta["device"], torch=meta["torch"])
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"speed_{device.type}.json")
-    with open(path, "w") as f:
-        json.dump({"meta": meta, "records": records}, f, indent=1)
+            add([bench_calibration(name, args, device)])
     print(f"\n{'model':9} {'preset':6} {'mode':16} {'digital':>9} {'stock':>9} {'accel':>9} {'x digital':>9} "
           f"{'x stock':>8} bitwise")
     for r in records:
