@@ -48,6 +48,7 @@ from aihwkit.optim import AnalogSGD  # noqa: E402
 import aihwkit_nabn as nb  # noqa: E402
 from aihwkit_nabn._aihwkit import accelerated  # noqa: E402
 from aihwkit_nabn._aihwkit.fused import STATS  # noqa: E402
+from aihwkit_nabn._aihwkit.input_ranges import init_input_ranges  # noqa: E402
 from aihwkit_nabn.utils.devices import device_name  # noqa: E402
 
 ONE_YEAR = 365 * 86400.0
@@ -179,6 +180,11 @@ def bench_hwa_step(name: str, args: argparse.Namespace, device: torch.device) ->
     # copy.deepcopy does not copy tensor hooks
     models = {"stock": nb.to_analog(digital, nb.TorchHWAPreset(), accelerate=False).to(device).train(),
               "accelerated": nb.to_analog(digital, nb.TorchHWAPreset(), accelerate=True).to(device).train()}
+    # the steps of a run, not its first init_from_data batches (aihwkit initialises the input ranges from data
+    # there, on the stock path): initialise them first, identically, with aihwkit's own mechanism
+    for model in models.values():
+        torch.manual_seed(11)
+        init_input_ranges(model, (x[:64] for _ in iter(int, 1)))
     digital = copy.deepcopy(digital).to(device).train()
     opts = {k: AnalogSGD(m.parameters(), lr=1e-3) for k, m in models.items()}
     d_opt = torch.optim.SGD(digital.parameters(), lr=1e-3)
