@@ -17,6 +17,7 @@ Deployment on simulated chips (``analog/``)
     without_drift_compensation                                  -- raw drifted read-out, for comparison
 aihwkit internals, version-gated (``_aihwkit/``)
     accelerate, restore_stock, is_accelerated, acceleration_report -- same physics, faster layout
+    fused_report, set_fused, fused_enabled                      -- the fused CUDA kernels of accelerated layers
     input_range_fix, apply_input_range_fix, remove_input_range_fix, input_range_fix_status,
     input_range_gradient_is_correct                             -- learned-input-range gradient fix (torch >= 2.14)
 Training (``training/``)
@@ -37,7 +38,15 @@ Errors (``errors``)
     NABNError and its subclasses, each naming the problem
 """
 
-from ._aihwkit.accelerated import accelerate, acceleration_report, is_accelerated, restore_stock
+from ._aihwkit.accelerated import (
+    accelerate,
+    acceleration_report,
+    fused_enabled,
+    fused_report,
+    is_accelerated,
+    restore_stock,
+    set_fused,
+)
 from ._aihwkit.input_range_fix import (
     apply_input_range_fix,
     input_range_fix,
@@ -107,7 +116,8 @@ __all__ = [
     "HWA_PRESET_FIELDS", "to_analog", "conversion_report", "format_conversion_report", "Chip", "make_chips", "check_drift_time", "parse_time",
     "time_label", "DEFAULT_TIMES", "without_drift_compensation",
     # _aihwkit/
-    "accelerate", "restore_stock", "is_accelerated", "acceleration_report", "input_range_fix",
+    "accelerate", "restore_stock", "is_accelerated", "acceleration_report", "fused_report", "set_fused",
+    "fused_enabled", "input_range_fix",
     "apply_input_range_fix", "remove_input_range_fix", "input_range_fix_status", "input_range_gradient_is_correct",
     # training/
     "fit_classifier", "fit_hwa", "create_model", "list_models", "register_model", "save_checkpoint",
