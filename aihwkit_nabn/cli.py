@@ -227,7 +227,7 @@ def _options(args: argparse.Namespace, options: Sequence[Option]) -> Dict[str, A
 
 def prepare_train(args: argparse.Namespace, task: Task, argv: Sequence[str]) -> Work:
     """Check ``train``'s arguments; return the work."""
-    if args.arch not in task.model_names():
+    if not task.has_model(args.arch):
         raise ConfigError(f"--arch {args.arch!r} is not a model of task {task.name}; choose from {task.model_names()}")
     options = _options(args, task.train_options)
 
@@ -241,7 +241,7 @@ def prepare_train(args: argparse.Namespace, task: Task, argv: Sequence[str]) -> 
 
 
 def _check_model_spec(task: Task, spec: str, flag: str) -> None:
-    if not Path(spec).is_file() and spec not in task.model_names():
+    if not Path(spec).is_file() and not task.has_model(spec):
         raise ConfigError(f"{flag} {spec!r} is neither a checkpoint file nor a model of task {task.name} "
                           f"({', '.join(task.model_names())})")
 

@@ -19,11 +19,13 @@ EXPECTED = {  # name: (depth, parameter count) -- He et al. report 0.27M / 0.46M
 }
 
 
-def test_registry_lists_the_three_models():
-    assert list_models() == ["resnet20", "resnet32", "resnet56"]
+def test_registry_lists_the_models_by_task():
+    assert list_models("cifar10") == ["resnet20", "resnet32", "resnet56"]
+    assert list_models("camvid") == ["deeplabv3_resnet50", "unet_small"]
+    assert list_models() == sorted(list_models("cifar10") + list_models("camvid"))
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("cifar10"))
 def test_model_builds_with_expected_depth_and_params(name):
     model = create_model(name)
     depth, n_params = EXPECTED[name]
@@ -36,7 +38,7 @@ def test_model_builds_with_expected_depth_and_params(name):
     assert isinstance(model.conv1, nn.Conv2d) and isinstance(model.fc, nn.Linear)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("cifar10"))
 def test_batchnorm_follows_every_conv_and_forward_shape(name):
     model = create_model(name, num_classes=7)
     calls = []
@@ -80,3 +82,14 @@ def test_convert_to_analog_converts_convs_and_linear():
     assert sum(isinstance(m, AnalogConv2d) for m in analog.modules()) == 19
     assert sum(isinstance(m, AnalogLinear) for m in analog.modules()) == 1
     assert analog(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_camvid_unet_small_size_batchnorm_and_output_resolution():
+    model = create_model("unet_small")
+    assert sum(p.numel() for p in model.parameters()) == 1_948_619
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 15 and all(model.get_submodule(n).groups == 1 for n in convs)
+    bns = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == len(convs) - 1  # after every convolution but the 1x1 classifier
+    out = create_model("unet_small", width=4, num_classes=11)(torch.randn(2, 3, 23, 30))  # odd sizes too
+    assert out.shape == (2, 11, 23, 30)

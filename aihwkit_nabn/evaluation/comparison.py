@@ -261,7 +261,7 @@ class Comparison:
             return self.models[name]
         spec = self.config["models"][name]
         preset = self.config.get("hardware", {}).get("preset", "hwa")
-        digital_spec = spec["digital"] if spec["digital"] in self.task.model_names() \
+        digital_spec = spec["digital"] if self.task.has_model(spec["digital"]) \
             else resolve_path(spec["digital"], self.base)
         _, digital, _meta = self.task.load_model(digital_spec)
         self.trained_params[name] = sum(p.numel() for p in digital.parameters())

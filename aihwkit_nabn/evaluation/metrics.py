@@ -50,3 +50,54 @@ class Top1Accuracy:
         if total == 0:
             raise ValueError("Top1Accuracy: the evaluation data yielded no samples")
         return 100.0 * float(correct) / total
+
+
+class MeanIoU:
+    """Mean intersection-over-union in percent of a dense classifier on fixed data; ``metric(model) -> float``.
+
+    ``data`` yields ``(inputs, labels)`` batches with labels ``[N, H, W]``; the model's output (or
+    ``output_fn(output)``, e.g. ``output["out"]``) is ``[N, C, H, W]`` logits at the label resolution.
+    Pixels labelled ``ignore_index`` count nowhere. The confusion matrix is torchmetrics'
+    ``MulticlassConfusionMatrix``; from it, per class ``IoU = TP / (TP + FP + FN)`` and the mean over the
+    classes (a class absent from labels and predictions alike would count 0; CamVid's test split holds all).
+    After a call, ``last`` holds ``{"miou", "pixel_acc", "iou": [per class]}`` in percent.
+    """
+
+    name = "miou"
+    higher_is_better = True
+
+    def __init__(self, data: Iterable[Any], *, num_classes: int, ignore_index: Optional[int] = None,
+                 output_fn: Optional[Callable[[Any], torch.Tensor]] = None, samples: Optional[int] = None):
+        self.data, self.num_classes, self.ignore_index = data, num_classes, ignore_index
+        self.output_fn = output_fn
+        self.samples = samples
+        self.last: dict = {}
+
+    @torch.no_grad()
+    def confusion(self, model: nn.Module) -> torch.Tensor:
+        """Return the ``[C, C]`` confusion matrix (rows: label, columns: prediction) of ``model`` on the data."""
+        # imported on first use: torchmetrics takes about a second to import
+        from torchmetrics.classification import MulticlassConfusionMatrix  # pylint: disable=import-outside-toplevel
+
+        device = model_device(model)
+        confusion = MulticlassConfusionMatrix(self.num_classes, ignore_index=self.ignore_index).to(device)
+        with preserved_training_flags(model):
+            model.eval()
+            for batch in self.data:
+                inputs = to_device(batch_input(batch), device)
+                labels = batch[1].to(device)
+                output = model(inputs)
+                logits = self.output_fn(output) if self.output_fn is not None else output
+                confusion.update(logits.argmax(dim=1), labels.long())
+        return confusion.compute()
+
+    def __call__(self, model: nn.Module) -> float:
+        matrix = self.confusion(model).double()
+        if matrix.sum() == 0:
+            raise ValueError("MeanIoU: the evaluation data yielded no labelled pixels")
+        tp = matrix.diag()
+        union = matrix.sum(0) + matrix.sum(1) - tp
+        iou = torch.where(union > 0, tp / union.clamp_min(1), torch.zeros_like(tp))
+        self.last = {"miou": 100.0 * float(iou.mean()), "pixel_acc": 100.0 * float(tp.sum() / matrix.sum()),
+                     "iou": [100.0 * float(v) for v in iou]}
+        return self.last["miou"]

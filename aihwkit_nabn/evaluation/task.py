@@ -23,6 +23,7 @@ from ..training.checkpoints import load_model_spec
 from ..training.hwa_checkpoint import load_hwa_model
 from ..training.registry import list_models
 from ..utils.batches import TensorBatches
+from ..utils.registry import canonical
 
 __all__ = ["Task", "Option"]
 
@@ -75,6 +76,10 @@ class Task(ABC):
     def model_names(self) -> List[str]:
         """Return the registered models of this task."""
         return list_models(self.name)
+
+    def has_model(self, name: str) -> bool:
+        """Whether ``name`` is a registered model of this task (spelled as the registry allows, e.g. ``ResNet-20``)."""
+        return isinstance(name, str) and any(canonical(name) == canonical(n) for n in self.model_names())
 
     def load_model(self, spec: PathLike) -> Tuple[str, nn.Module, Dict[str, Any]]:
         """Return ``(name, digital model, meta)`` for a registry name (shipped weights) or a checkpoint path."""

@@ -11,6 +11,7 @@ from typing import List, Optional, Type
 
 from ..evaluation.task import PathLike, Task
 from ..utils.registry import Registry
+from .camvid import CamVidTask
 from .cifar10 import Cifar10Task
 
 __all__ = ["TASKS", "register_task", "get_task", "list_tasks"]
@@ -40,3 +41,4 @@ def list_tasks() -> List[str]:
 
 
 register_task(Cifar10Task)
+register_task(CamVidTask)

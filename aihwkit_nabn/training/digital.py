@@ -51,6 +51,10 @@ def fit_classifier(
     compile: Union[bool, str] = False,  # pylint: disable=redefined-builtin
     stop_after_epochs: Optional[int] = None,
     max_seconds: Optional[float] = None,
+    loss_fn: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
+    output_fn: Optional[Callable[[Any], Tensor]] = None,
+    eval_key: str = "test_acc",
+    optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None,
 ) -> Dict[str, Any]:
     """Train ``model`` in place with SGD + warmup/cosine LR, testing after every epoch.
 
@@ -73,6 +77,11 @@ def fit_classifier(
         log_path, resume_path, progress, stop_after_epochs, max_seconds: see :func:`.loop.fit`.
         compile: wrap the training forward in ``torch.compile`` (True or a mode such as
             ``"reduce-overhead"``); if compiling fails, training warns and continues uncompiled.
+        loss_fn: ``loss_fn(logits, y)`` in fp32; default cross-entropy with ``label_smoothing``.
+        output_fn: takes the logits out of the model's output (e.g. ``out["out"]``); default: the output.
+        eval_key: the name of ``evaluate``'s value in the history records (default ``"test_acc"``).
+        optimizer: ``fn(params, lr=..., weight_decay=...)`` instead of SGD with ``momentum``/``nesterov``
+            (e.g. ``torch.optim.AdamW``); the schedule is the same.
 
     Returns:
         dict with ``top1`` (the last test metric), ``history``, ``seconds``, ``epochs``, ``seed``,
@@ -100,8 +109,15 @@ def fit_classifier(
     model.to(dev)
     if cuda:
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
-                                weight_decay=weight_decay, nesterov=nesterov)
+    if optimizer is None:
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                                    weight_decay=weight_decay, nesterov=nesterov)
+    else:
+        hparams["optimizer"] = getattr(optimizer, "__name__", repr(optimizer))
+        optimizer = optimizer(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if loss_fn is None:
+        def loss_fn(logits: Tensor, y: Tensor) -> Tensor:
+            return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
     total_steps = epochs * steps_per_epoch
     # Cap the warmup at a fifth of the run so short runs still anneal to zero.
     warmup_steps = min(total_steps // 5, int(round(warmup_epochs * steps_per_epoch)))
@@ -119,7 +135,9 @@ def fit_classifier(
             if forward["first"]:
                 forward["fn"], forward["first"] = first_compiled_call(forward["fn"], model, x), False
             logits = forward["fn"](x)
-        return F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing), logits
+            if output_fn is not None:
+                logits = output_fn(logits)
+        return loss_fn(logits.float(), y), logits
 
     def fresh_start() -> Dict[str, Any]:
         torch.manual_seed(seed)
@@ -133,10 +151,11 @@ def fit_classifier(
         load_model=lambda state, where: model.load_state_dict(state),
         on_fresh_start=fresh_start, log_path=log_path, resume_path=resume_path,
         stop_after_epochs=stop_after_epochs, max_seconds=max_seconds, progress=progress, desc="train",
+        eval_key=eval_key,
     )
     history = run["history"]
     # nothing trained and no history (e.g. stop_after_epochs=0): measure the model as it is
-    top1 = history[-1]["test_acc"] if history else evaluate(model, dev)
+    top1 = history[-1][eval_key] if history else evaluate(model, dev)
     return {
         "top1": top1, "history": history, "seconds": run["seconds"], "epochs": epochs, "seed": seed,
         "hparams": hparams, "device": device_name(dev), "torch_version": str(torch.__version__),

@@ -86,6 +86,8 @@ def fit_hwa(
     data_hparams: Optional[Dict[str, Any]] = None,
     data_resume_keys: Tuple[str, ...] = (),
     loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+    output_fn: Optional[Callable[[Any], Tensor]] = None,
+    eval_key: str = "test_acc",
     max_seconds: Optional[float] = None,
     stop_after_epochs: Optional[int] = None,
     log_path: Optional[PathLike] = None,
@@ -115,7 +117,9 @@ def fit_hwa(
         seed: fixes conversion, range initialisation and aihwkit's noise.
         digital_layers: Conv/Linear layers to keep digital (e.g. ``["conv1", "fc"]``).
         data_hparams / data_resume_keys: the task's data settings, recorded (and checked on resume).
-        loss_fn: ``loss_fn(outputs, targets)``; default cross-entropy.
+        loss_fn: ``loss_fn(logits, targets)``; default cross-entropy.
+        output_fn: takes the logits out of the model's output (e.g. ``out["out"]``); default: the output.
+        eval_key: the name of ``evaluate``'s value in the history records (default ``"test_acc"``).
         max_seconds, stop_after_epochs, log_path, resume_path, progress: see :func:`.loop.fit`.
 
     Returns:
@@ -151,6 +155,8 @@ def fit_hwa(
 
         def step(x: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
             logits = model(x.contiguous())
+            if output_fn is not None:
+                logits = output_fn(logits)
             return loss_fn(logits, y), logits
 
         def range_mean() -> Dict[str, Any]:
@@ -167,10 +173,11 @@ def fit_hwa(
             on_fresh_start=lambda: {"init_batches": init_input_ranges(model, range_init_batches(dev))},
             epoch_extras=range_mean, log_path=log_path, resume_path=resume_path,
             stop_after_epochs=stop_after_epochs, max_seconds=max_seconds, progress=progress, desc="hwa",
+            eval_key=eval_key,
         )
         model.eval()
         history = run["history"]
-        top1 = history[-1]["test_acc"] if history else evaluate(model, dev)
+        top1 = history[-1][eval_key] if history else evaluate(model, dev)
     return {
         "model": model, "top1": top1, "history": history, "seconds": run["seconds"],
         "epochs": epochs, "epochs_done": run["epochs_done"], "finished": run["finished"],

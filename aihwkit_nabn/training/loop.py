@@ -93,13 +93,15 @@ def fit(
     max_seconds: Optional[float] = None,
     progress: bool = True,
     desc: str = "train",
+    eval_key: str = "test_acc",
 ) -> Dict[str, Any]:
     """Train ``model`` for the epochs not yet done; return what happened.
 
     Each epoch: ``model.train()``, then for every ``(x, y)`` of ``epoch_batches(epoch)``:
     ``loss, logits = step(x, y)``, ``zero_grad``, ``backward``, ``optimizer.step()``,
-    ``scheduler.step()``, with loss and accuracy summed on the device (no host sync inside the epoch);
-    then ``evaluate()`` (the test metric), a record ``{epoch, train_loss, train_acc, test_acc, lr,
+    ``scheduler.step()``, with loss and accuracy summed on the device (no host sync inside the epoch; the
+    accuracy is ``logits.argmax(1) == y`` over every label: per image, or per pixel for dense prediction);
+    then ``evaluate()`` (the evaluation metric), a record ``{epoch, train_loss, train_acc, <eval_key>, lr,
     **epoch_extras(), epoch_seconds, seconds}`` appended to the history and to ``log_path`` (one JSON
     line), and, with ``resume_path``, the whole state saved atomically.
 
@@ -150,7 +152,7 @@ def fit(
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
+        seen = labels = 0
         for x, y in epoch_batches(epoch):
             loss, logits = step(x, y)
             optimizer.zero_grad(set_to_none=True)
@@ -161,6 +163,7 @@ def fit(
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
+            labels += y.numel()  # one per image; per pixel for dense prediction
         train_loss = loss_sum.item() / seen
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss {train_loss}); lower the lr")
@@ -168,8 +171,8 @@ def fit(
         record = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
-            "train_acc": 100.0 * correct.item() / seen,
-            "test_acc": test_acc,
+            "train_acc": 100.0 * correct.item() / labels,
+            eval_key: test_acc,
             "lr": optimizer.param_groups[0]["lr"],
             **epoch_extras(),
             "epoch_seconds": time.perf_counter() - t_epoch,

@@ -20,15 +20,18 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: Dict[str, T] = {}
+        self._names: Dict[str, str] = {}  # canonical -> the name as registered
 
     def register(self, name: str, entry: T) -> T:
-        """Add ``entry`` under ``name`` (canonicalised); re-registering a name replaces the entry."""
+        """Add ``entry`` under ``name`` (looked up canonicalised); re-registering a name replaces the entry."""
         self._entries[canonical(name)] = entry
+        self._names[canonical(name)] = name
         return entry
 
     def unregister(self, name: str) -> None:
         """Remove the entry named ``name`` (no-op if absent)."""
         self._entries.pop(canonical(name), None)
+        self._names.pop(canonical(name), None)
 
     def get(self, name: str) -> T:
         """Return the entry named ``name``; raise :class:`ConfigError` listing the known names."""
@@ -38,8 +41,8 @@ class Registry(Generic[T]):
         return self._entries[key]
 
     def names(self) -> List[str]:
-        """Return the registered names, sorted."""
-        return sorted(self._entries)
+        """Return the registered names as registered, sorted."""
+        return sorted(self._names.values())
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and canonical(name) in self._entries
