@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from aihwkit_nabn.tasks.cifar10 import data as cifar10
+from aihwkit_nabn.utils import sources
 from aihwkit_nabn.tasks.cifar10 import sample as demo_sample
 from aihwkit_nabn.tasks.cifar10.data import CLASSES, load_cifar10, normalize, stratified_subset
 from aihwkit_nabn.tasks.cifar10.dataset import TensorImageDataset, make_loader
@@ -151,7 +152,7 @@ def test_source_from_env_and_helpful_error(archive, tmp_path, monkeypatch):
     assert len(x) == 20
     monkeypatch.delenv("AIHWKIT_NABN_CIFAR10")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cifar10, "_REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(sources, "REPO_ROOT", tmp_path / "repo")
     with pytest.raises(FileNotFoundError) as info:
         load_cifar10("test", cache_dir=tmp_path)
     msg = str(info.value)

@@ -23,9 +23,10 @@ from ..training.checkpoints import load_model_spec
 from ..training.hwa_checkpoint import load_hwa_model
 from ..training.registry import list_models
 from ..utils.batches import TensorBatches
+from ..utils.checks import check_float, check_int
 from ..utils.registry import canonical
 
-__all__ = ["Task", "Option"]
+__all__ = ["Task", "Option", "int_option", "float_option"]
 
 PathLike = Union[str, os.PathLike]
 Metric = Callable[[nn.Module], float]
@@ -45,6 +46,32 @@ class Option:
     help: str
     metavar: Optional[str] = None
     const: Any = None
+
+
+def int_option(minimum: int) -> Callable[[str], int]:
+    """A parser for :class:`Option`: the text as an integer ``>= minimum``, or :class:`ConfigError`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"expected an integer, got {text!r}") from None
+        return check_int("", value, minimum)
+
+    return parse
+
+
+def float_option(positive: bool = False, minimum: Optional[float] = None) -> Callable[[str], float]:
+    """A parser for :class:`Option`: the text as a finite number (``> 0`` / ``>= minimum``), or :class:`ConfigError`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"expected a number, got {text!r}") from None
+        return check_float("", value, positive=positive, minimum=minimum)
+
+    return parse
 
 
 class Task(ABC):

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ...errors import DataFormatError, DataNotFoundError
 from ...utils.cache import cache_path, default_cache_dir, fingerprint, load_or_build
+from ...utils.sources import find_source
 
 __all__ = ["CLASSES", "COLOURS", "VOID", "SPLITS", "CAMVID_MEAN", "CAMVID_STD", "ARCHIVE_NAME", "find_camvid_source",
            "load_camvid", "normalize"]
@@ -43,7 +44,6 @@ CAMVID_STD: Tuple[float, float, float] = (0.2993, 0.3035, 0.2996)
 
 ARCHIVE_NAME = "camvid_240x180.tar.gz"
 ENV_SOURCE = "AIHWKIT_NABN_CAMVID"
-_REPO_ROOT = Path(__file__).resolve().parents[3]
 _CACHE_VERSION = 1
 
 
@@ -53,28 +53,7 @@ def find_camvid_source(source: Optional[PathLike] = None) -> Path:
     Raises:
         DataNotFoundError: if the given path does not exist or nothing was found (lists what was tried).
     """
-    if source is not None:
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise DataNotFoundError(f"CamVid source {str(path)!r} does not exist")
-        return path
-    env = os.environ.get(ENV_SOURCE)
-    if env:
-        path = Path(env).expanduser()
-        if not path.exists():
-            raise DataNotFoundError(f"${ENV_SOURCE} points to {str(path)!r}, which does not exist")
-        return path
-    tried: List[Path] = []
-    for base in (Path.cwd(), _REPO_ROOT):
-        candidate = (base / ".." / "shared" / "data" / ARCHIVE_NAME).resolve()
-        if candidate not in tried:
-            tried.append(candidate)
-        if candidate.is_file():
-            return candidate
-    raise DataNotFoundError(
-        "could not find the CamVid data. Looked for: " + ", ".join(str(p) for p in tried)
-        + f". Pass --data <path> (the {ARCHIVE_NAME} archive or its extracted folder) or set ${ENV_SOURCE}=<path>."
-    )
+    return find_source("CamVid", ARCHIVE_NAME, ENV_SOURCE, source, hint=" or its extracted folder")
 
 
 class _Reader:

@@ -10,34 +10,14 @@ from torch import Tensor
 
 from ...errors import ConfigError
 from ...evaluation.metrics import MeanIoU
-from ...evaluation.task import Option, PathLike, Task
+from ...evaluation.task import Option, PathLike, Task, float_option, int_option
 from ...utils.batches import TensorBatches
-from ...utils.checks import check_float, check_int
 from .data import CLASSES, VOID, load_camvid, normalize
 from .models import logits_of
 from .recipe import DATASET_NAME, class_weights, train_hwa_camvid, train_segmenter, weighted_loss
 from .views import CROP, fixed_view
 
 __all__ = ["CamVidTask"]
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise ConfigError(f"expected an integer, got {text!r}") from None
-        return check_int("", value, minimum)
-
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"expected a number, got {text!r}") from None
-    return check_float("", value, positive=True)
 
 
 class CamVidTask(Task):
@@ -56,14 +36,14 @@ class CamVidTask(Task):
     default_config = Path(__file__).resolve().with_name("config.toml")
     calib_view = f"training augmentation (random scale 1-1.5, {CROP[0]}x{CROP[1]} crop, flip), seeded"
     train_options = (
-        Option("batch_size", _int_at_least(1), "images per step (default 16)"),
-        Option("lr", _positive_float, "peak learning rate of AdamW (default 2e-3)"),
-        Option("weight_decay", _positive_float, "AdamW weight decay (default 1e-4)"),
-        Option("width", _int_at_least(1), "channels at the first level of unet_small (default 32)"),
+        Option("batch_size", int_option(1), "images per step (default 16)"),
+        Option("lr", float_option(positive=True), "peak learning rate of AdamW (default 2e-3)"),
+        Option("weight_decay", float_option(positive=True), "AdamW weight decay (default 1e-4)"),
+        Option("width", int_option(1), "channels at the first level of unet_small (default 32)"),
     )
     hwa_options = (
-        Option("batch_size", _int_at_least(1), "images per step (default 16)"),
-        Option("lr", _positive_float, "peak learning rate of AnalogSGD (default 0.01)"),
+        Option("batch_size", int_option(1), "images per step (default 16)"),
+        Option("lr", float_option(positive=True), "peak learning rate of AnalogSGD (default 0.01)"),
     )
 
     def __init__(self, source: Optional[PathLike] = None):

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ...errors import DataFormatError, DataNotFoundError
 from ...utils.cache import cache_path, default_cache_dir, fingerprint, load_or_build
+from ...utils.sources import find_source
 
 __all__ = [
     "CLASSES",
@@ -55,8 +56,6 @@ ARCHIVE_SHA256 = "dbe98f1ef6acd78c6ece0538b38efc7504f687ae231bbebc0e11a68cae04a1
 
 ENV_SOURCE = "AIHWKIT_NABN_CIFAR10"
 
-_PACKAGE_DIR = Path(__file__).resolve().parents[2]
-_REPO_ROOT = _PACKAGE_DIR.parent
 
 # Bump when the decoded layout changes, so stale cache files are ignored.
 _CACHE_VERSION = 1
@@ -76,31 +75,8 @@ def find_cifar10_source(source: Optional[PathLike] = None) -> Path:
         DataNotFoundError (a ``FileNotFoundError``): if the given path does not exist or nothing was
             found; the message lists every place that was tried and how to pass a path.
     """
-    if source is not None:
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise DataNotFoundError(f"CIFAR-10 source {str(path)!r} does not exist")
-        return path
-    env = os.environ.get(ENV_SOURCE)
-    if env:
-        path = Path(env).expanduser()
-        if not path.exists():
-            raise DataNotFoundError(f"${ENV_SOURCE} points to {str(path)!r}, which does not exist")
-        return path
-    tried: List[Path] = []
-    for base in (Path.cwd(), _REPO_ROOT):
-        candidate = (base / ".." / "shared" / "data" / ARCHIVE_NAME).resolve()
-        if candidate not in tried:
-            tried.append(candidate)
-        if candidate.is_file():
-            return candidate
-    raise DataNotFoundError(
-        "could not find the CIFAR-10 data. Looked for: "
-        + ", ".join(str(p) for p in tried)
-        + f". Pass source=<path> (the {ARCHIVE_NAME} archive, a torchvision "
-        "'cifar-10-batches-py' folder or an ImageFolder directory) or set "
-        f"${ENV_SOURCE}=<path>."
-    )
+    return find_source("CIFAR-10", ARCHIVE_NAME, ENV_SOURCE, source,
+                       hint=", a torchvision 'cifar-10-batches-py' folder or an ImageFolder directory")
 
 
 def _source_kind(path: Path) -> str:

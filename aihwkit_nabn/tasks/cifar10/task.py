@@ -10,9 +10,8 @@ from torch import Tensor
 
 from ...errors import ConfigError
 from ...evaluation.metrics import Top1Accuracy
-from ...evaluation.task import Option, PathLike, Task
+from ...evaluation.task import Option, PathLike, Task, float_option, int_option
 from ...utils.batches import TensorBatches
-from ...utils.checks import check_float, check_int
 from .data import balanced_order, load_cifar10, normalize, stratified_subset
 from .recipe import DATASET_NAME, train_baseline, train_hwa_cifar10
 from .sample import load_demo_sample
@@ -22,28 +21,6 @@ __all__ = ["Cifar10Task", "SHIPPED_SAMPLE"]
 
 #: ``source`` value that reads the small sample shipped in the package (1,000 test, 512 training images).
 SHIPPED_SAMPLE = "shipped-sample"
-
-
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise ConfigError(f"expected an integer, got {text!r}") from None
-        return check_int("", value, minimum)
-
-    return parse
-
-
-def _float(positive: bool = False, minimum: Optional[float] = None):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise ConfigError(f"expected a number, got {text!r}") from None
-        return check_float("", value, positive=positive, minimum=minimum)
-
-    return parse
 
 
 def _compile_mode(text: str) -> Any:
@@ -64,19 +41,19 @@ class Cifar10Task(Task):
     default_config = Path(__file__).resolve().with_name("config.toml")
     calib_view = "training augmentation (pad-4 random crop + flip + cutout 16), seeded"
     train_options = (
-        Option("batch_size", _int_at_least(1), "images per step (default 256)"),
-        Option("lr", _float(positive=True), "peak learning rate (default 0.2)"),
-        Option("weight_decay", _float(minimum=0.0), "SGD weight decay (default 5e-4)"),
-        Option("label_smoothing", _float(minimum=0.0), "label smoothing of the loss (default 0)"),
-        Option("cutout_size", _int_at_least(0), "side of the Cutout square (default 16; 0 = none)"),
+        Option("batch_size", int_option(1), "images per step (default 256)"),
+        Option("lr", float_option(positive=True), "peak learning rate (default 0.2)"),
+        Option("weight_decay", float_option(minimum=0.0), "SGD weight decay (default 5e-4)"),
+        Option("label_smoothing", float_option(minimum=0.0), "label smoothing of the loss (default 0)"),
+        Option("cutout_size", int_option(0), "side of the Cutout square (default 16; 0 = none)"),
         Option("compile", _compile_mode, "torch.compile the training forward, optionally with a mode (e.g. "
                                           "reduce-overhead); falls back to eager if compiling fails",
                metavar="MODE", const=True),
     )
     hwa_options = (
-        Option("batch_size", _int_at_least(1), "images per step (default 128)"),
-        Option("lr", _float(positive=True), "peak learning rate of AnalogSGD (default 0.02)"),
-        Option("cutout_size", _int_at_least(0), "side of the Cutout square (default 16, as the shipped models; 0 = none)"),
+        Option("batch_size", int_option(1), "images per step (default 128)"),
+        Option("lr", float_option(positive=True), "peak learning rate of AnalogSGD (default 0.02)"),
+        Option("cutout_size", int_option(0), "side of the Cutout square (default 16, as the shipped models; 0 = none)"),
     )
 
     def __init__(self, source: Optional[PathLike] = None):
