@@ -172,3 +172,24 @@ def test_reproduce_camvid_end_to_end_writes_every_file(tmp_path, tiny):
     assert by[("nabn", 1.0)]["unlabeled_samples"] == 4 and by[("bnft", 1.0)]["labeled_samples"] == 4
     assert run["task"] == "camvid" and re.search(r"miou at last time", (out / "costs.md").read_text())
     assert len(CLASSES) == 11
+
+
+def test_train_and_hwa_from_the_command_line(tmp_path, tiny, capsys):
+    from aihwkit_nabn import cli
+
+    out = tmp_path / "u.pt"
+    status = cli.main(["train", "--task", "camvid", "--arch", "unet_small", "--width", "4", "--epochs", "2",
+                       "--batch-size", "3", "--data", str(tiny), "--out", str(out), "--device", "cpu", "--quiet"])
+    result = json.loads(capsys.readouterr().out)
+    assert status == 0 and result["finished"] and 0.0 <= result["val_miou"] <= 100.0
+    model, meta = nb.load_checkpoint(out)
+    assert meta["task"] == "camvid" and meta["hparams"]["optimizer"] == "AdamW" and len(meta["history"]) == 2
+    assert 0.0 <= meta["test_miou"] <= 100.0 and len(meta["test_iou"]) == len(CLASSES)
+    assert model.enc1[0].out_channels == 4  # rebuilt from the checkpoint's shapes
+    hwa = tmp_path / "u_hwa.pt"
+    status = cli.main(["hwa", "--task", "camvid", "--model", str(out), "--epochs", "1", "--batch-size", "3",
+                       "--data", str(tiny), "--out", str(hwa), "--device", "cpu", "--quiet"])
+    result = json.loads(capsys.readouterr().out)
+    assert status == 0 and result["finished"] and 0.0 <= result["test_miou"] <= 100.0
+    analog, meta = nb.load_hwa_model(hwa)
+    assert meta["task"] == "camvid" and nb.conversion_report(analog)["counts"]["digital_layers"] == 0
