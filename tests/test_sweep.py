@@ -134,3 +134,32 @@ def test_digital_baseline_is_evaluated_once_per_model(tmp_path, digital, analog,
     assert len(digital_rows) == 3 * 2 and len({r["value"] for r in digital_rows}) == 1
     assert {(r["time_s"], r["chip"]) for r in digital_rows} == {(t, c) for t in kwargs["times"] for c in range(2)}
     assert digital_rows[0]["value"] == metric(digital)
+
+
+class TwoValues:
+    """A metric returning two values per evaluation (as detection's AP50 and mAP)."""
+
+    names = ("first", "second")
+
+    def __init__(self, metric):
+        self.metric = metric
+
+    def __call__(self, model):
+        value = self.metric(model)
+        return {"first": value, "second": value / 2}
+
+
+def test_a_metric_with_several_values_writes_a_row_per_value_and_resumes(tmp_path, digital, analog, images):
+    models, methods, metric = _setup(digital, analog, images)
+    two = TwoValues(metric)
+    kwargs = dict(times=(1.0, 86400.0), n_chips=1, device="cpu", progress=False)
+    part = nb.run_sweep(models, methods, two, out_dir=tmp_path, stop_after=3, **kwargs)
+    assert len(part) == 3 * 2
+    rows = nb.run_sweep(models, methods, two, out_dir=tmp_path, **kwargs)
+    assert len(rows) == 4 * 2 * 2 and {r["metric"] for r in rows} == {"first", "second"}
+    by = {(r["method"], r["time_s"], r["metric"]): r["value"] for r in rows}
+    assert all(by[(m, t, "second")] == by[(m, t, "first")] / 2 for m, t, _ in by)
+    paths = nb.write_report(rows, tmp_path / "report")
+    table = paths["summary.md"].read_text()
+    assert "| model | method | metric | 1s | 1d |" in table and "| tiny | nabn | second |" in table
+    assert len(nb.summarize(rows)) == 4 * 2 * 2

@@ -40,9 +40,12 @@ def method_costs(rows: Sequence[Mapping[str, Any]], hwa_meta: Mapping[str, Mappi
 def write_costs(costs: Sequence[Mapping[str, Any]], out_dir: Path) -> None:
     """Write ``costs.json`` and ``costs.md``."""
     (out_dir / "costs.json").write_text(json.dumps(list(costs), indent=1) + "\n")
-    metric = costs[0]["metric"] if costs else "metric"
-    lines = [f"| model | method | {metric} at last time | device s per deployment | unlabeled | labeled | params trained per chip "
-             "| HWA training (once per model) | peak MiB |", "|" + " --- |" * 9]
+    metrics = list(dict.fromkeys(c["metric"] for c in costs)) or ["metric"]
+    several = len(metrics) > 1
+    value = "value" if several else metrics[0]
+    lines = [f"| model | method | {'metric | ' if several else ''}{value} at last time | device s per deployment | unlabeled "
+             "| labeled | params trained per chip | HWA training (once per model) | peak MiB |",
+             "|" + " --- |" * (9 + several)]
 
     def fmt(v: Any, spec: str = "") -> str:
         return "" if v is None else format(v, spec)
@@ -51,7 +54,8 @@ def write_costs(costs: Sequence[Mapping[str, Any]], out_dir: Path) -> None:
         hwa = (f"{c['hwa_training_seconds_once']:.0f} s, {fmt(c['hwa_trained_params_once'], ',')} params, "
                f"{fmt(c['hwa_training_labeled_samples_once'], ',') or '?'} labeled"
                if c["hwa_training_seconds_once"] is not None else "")
-        lines.append(f"| {c['model']} | {c['method']} | {c['value_last_time']:.2f} ± {c['value_std']:.2f} | "
+        lines.append(f"| {c['model']} | {c['method']} | {c['metric'] + ' | ' if several else ''}"
+                     f"{c['value_last_time']:.2f} ± {c['value_std']:.2f} | "
                      f"{c['deploy_seconds']:.2f} | {c['unlabeled_samples']} | {c['labeled_samples']} | "
                      f"{c['trained_params_per_chip']} | {hwa} | {fmt(c['peak_mem_mib'], '.0f')} |")
     (out_dir / "costs.md").write_text("\n".join(lines) + "\n")
@@ -59,7 +63,10 @@ def write_costs(costs: Sequence[Mapping[str, Any]], out_dir: Path) -> None:
 
 def plot_accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], costs: Sequence[Mapping[str, Any]], path: Path,
                           t_last: float) -> Path:
-    """Plot the metric at the last drift time against device seconds per deployment (+ HWA training), per model."""
+    """Plot the metric at the last drift time against device seconds per deployment (+ HWA training), per model
+    (the first metric, where there are several)."""
+    if costs:
+        costs = [c for c in costs if c["metric"] == costs[0]["metric"]]
     models = list(dict.fromkeys(c["model"] for c in costs))
     fig = Figure(figsize=(5 * len(models), 4))  # no pyplot: the user's backend is left alone
     axes = fig.subplots(1, len(models), squeeze=False, sharey=True)

@@ -22,8 +22,9 @@ ROW_FIELDS = (
 OPTIONAL_FIELDS = ("peak_mem_mib",)
 
 
-def row_key(row: Mapping[str, Any]) -> Tuple[str, str, float, int]:
-    return (str(row["model"]), str(row["method"]), float(row["time_s"]), int(row["chip"]))
+def row_key(row: Mapping[str, Any]) -> Tuple[str, str, float, int, str]:
+    """The identity of a row: ``(model, method, time_s, chip, metric)``."""
+    return (str(row["model"]), str(row["method"]), float(row["time_s"]), int(row["chip"]), str(row["metric"]))
 
 
 def read_rows(path: Union[str, Path]) -> List[Dict[str, Any]]:

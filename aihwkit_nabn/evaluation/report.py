@@ -15,12 +15,12 @@ from ..analog.times import time_label
 
 
 def summarize(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-    """Return one entry per (model, method, time): mean, sample std and count over chips, and mean costs."""
+    """Return one entry per (model, method, time, metric): mean, sample std and count over chips, and mean costs."""
     groups: Dict[tuple, List[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
-        groups[(row["model"], row["method"], float(row["time_s"]))].append(row)
+        groups[(row["model"], row["method"], float(row["time_s"]), row["metric"])].append(row)
     summary = []
-    for (model, method, t), group in groups.items():
+    for (model, method, t, _metric), group in groups.items():
         values = [float(r["value"]) for r in group]
         n = len(values)
         mean = sum(values) / n
@@ -39,33 +39,53 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
 
 
 def markdown_table(summary: Sequence[Mapping[str, Any]], digits: int = 2) -> str:
-    """Return a Markdown table: one row per (model, method), one column per time, "mean ± std (n)"."""
+    """Return a Markdown table: one row per (model, method[, metric]), one column per time, "mean ± std".
+
+    A column ``metric`` is added when the summary holds more than one metric (e.g. AP50 and mAP).
+    """
     times = sorted({s["time_s"] for s in summary})
-    cell = {(s["model"], s["method"], s["time_s"]): s for s in summary}
-    pairs = list(dict.fromkeys((s["model"], s["method"]) for s in summary))
-    header = "| model | method | " + " | ".join(time_label(t) for t in times) + " |"
-    lines = [header, "|" + " --- |" * (len(times) + 2)]
-    for model, method in pairs:
+    metrics = list(dict.fromkeys(s["metric"] for s in summary))
+    several = len(metrics) > 1
+    cell = {(s["model"], s["method"], s["metric"], s["time_s"]): s for s in summary}
+    keys = list(dict.fromkeys((s["model"], s["method"], s["metric"]) for s in summary))
+    header = "| model | method | " + ("metric | " if several else "") + " | ".join(time_label(t) for t in times) + " |"
+    lines = [header, "|" + " --- |" * (len(times) + 2 + several)]
+    for model, method, metric in keys:
         cells = []
         for t in times:
-            s = cell.get((model, method, t))
+            s = cell.get((model, method, metric, t))
             cells.append("" if s is None else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}")
-        lines.append(f"| {model} | {method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {model} | {method} | " + (f"{metric} | " if several else "") + " | ".join(cells) + " |")
     n = sorted({s["n_chips"] for s in summary})
-    metric = summary[0]["metric"] if summary else "metric"
     lines.append("")
-    lines.append(f"{metric}: mean ± sample standard deviation over {'/'.join(map(str, n))} chips.")
+    lines.append(f"{', '.join(metrics) or 'metric'}: mean ± sample standard deviation over {'/'.join(map(str, n))} chips.")
     return "\n".join(lines) + "\n"
 
 
 def plot_sweep(summary: Sequence[Mapping[str, Any]], path: Union[str, Path], title: Optional[str] = None) -> Path:
-    """Plot the metric against drift time (log x axis), one panel per model, error bars per method."""
+    """Plot the metric against drift time (log x axis): one panel per model (a row of panels per metric),
+    error bars per method."""
     models = list(dict.fromkeys(s["model"] for s in summary))
     methods = list(dict.fromkeys(s["method"] for s in summary))
+    metrics = list(dict.fromkeys(s["metric"] for s in summary)) or ["metric"]
     # A bare Figure (no pyplot): no window, no display needed, and the user's matplotlib backend is left alone.
-    fig = Figure(figsize=(5 * len(models), 4))
-    axes = fig.subplots(1, len(models), squeeze=False, sharey=True)
-    for ax, model in zip(axes[0], models):
+    fig = Figure(figsize=(5 * len(models), 4 * len(metrics)))
+    grid = fig.subplots(len(metrics), len(models), squeeze=False, sharey="row")
+    for row, metric in enumerate(metrics):
+        _plot_metric(grid[row], [s for s in summary if s["metric"] == metric], models, methods, metric)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _plot_metric(axes: Sequence[Any], summary: Sequence[Mapping[str, Any]], models: Sequence[str],
+                 methods: Sequence[str], metric: str) -> None:
+    """One row of panels (one per model) of one metric."""
+    for ax, model in zip(axes, models):
         for method in methods:
             points = sorted((s["time_s"], s["mean"], s["std"]) for s in summary if s["model"] == model and s["method"] == method)
             if not points:
@@ -79,15 +99,8 @@ def plot_sweep(summary: Sequence[Mapping[str, Any]], path: Union[str, Path], tit
         ax.set_xlabel("time after programming")
         ax.set_title(model)
         ax.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel(summary[0]["metric"] if summary else "metric")
-    axes[0][-1].legend(loc="lower left")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    axes[0].set_ylabel(metric)
+    axes[-1].legend(loc="lower left")
 
 
 def write_report(rows: Sequence[Mapping[str, Any]], out_dir: Union[str, Path], title: Optional[str] = None) -> Dict[str, Path]:

@@ -20,7 +20,7 @@ from ..utils.rng import seeded
 from .journal import RowJournal, read_rows, row_key
 from .methods import Method
 
-__all__ = ["SweepModel", "run_sweep", "DEFAULT_TIMES"]
+__all__ = ["SweepModel", "run_sweep", "metric_names", "DEFAULT_TIMES"]
 
 @dataclass
 class SweepModel:
@@ -85,21 +85,25 @@ def run_sweep(
     journal_path = out_dir / "rows.csv"
     settings = {
         "models": list(models), "methods": [m.describe() for m in methods], "times": times, "n_chips": n_chips,
-        "seed": seed, "metric": getattr(metric, "name", "metric"), **(dict(config) if config else {}),
+        "seed": seed, "metric": "+".join(metric_names(metric)), **(dict(config) if config else {}),
     }
     _check_or_write_config(out_dir / "sweep_config.json", settings, resume, journal_path)
 
     journal = RowJournal(journal_path)  # opening it first drops a row cut off by a crash
     finished = read_rows(journal_path)
     done = {row_key(r) for r in finished}
+    names = metric_names(metric)
+
+    def is_done(model_name: str, method_name: str, t: float, c: int) -> bool:
+        return all((model_name, method_name, t, c, name) in done for name in names)
+
     # chip-independent rows measured once per (model, method), also across a resume
-    once: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    once: Dict[Tuple[str, str], Dict[str, Dict[str, Any]]] = {}
     for r in finished:
         if r["source"] == "digital":
-            once.setdefault((r["model"], r["method"]), r)
+            once.setdefault((r["model"], r["method"]), {}).setdefault(r["metric"], r)
     todo = [(mn, c, t, m) for mn in models for c in range(n_chips) for t in times for m in methods
-            if m.applies_at(t) and (mn, m.name, t, c) not in done]
-    metric_name = getattr(metric, "name", "metric")
+            if m.applies_at(t) and not is_done(mn, m.name, t, c)]
     evaluated = 0
     bar = tqdm(total=len(todo), desc="sweep", unit="eval", disable=not progress)
     try:
@@ -109,7 +113,7 @@ def run_sweep(
                 chips: Dict[str, Chip] = {}
                 for t in times:
                     for method in methods:
-                        if (model_name, method.name, t, c) in done or not method.applies_at(t):
+                        if is_done(model_name, method.name, t, c) or not method.applies_at(t):
                             continue
                         if stop_after is not None and evaluated >= stop_after:
                             return read_rows(journal_path)
@@ -120,23 +124,32 @@ def run_sweep(
                             chip = chips[method.source]
                             if chip.t != t:
                                 chip.drift_to(t)
-                        if not method.needs_chip and (model_name, method.name) in once:
-                            row = _repeat(once[(model_name, method.name)], t, seed + c)
+                        cached = once.get((model_name, method.name)) if not method.needs_chip else None
+                        if cached is not None and set(cached) >= set(names):
+                            rows = {name: _repeat(cached[name], t, seed + c) for name in names}
                         else:
-                            row = _evaluate(method, chip, t, digital, metric, seed + c, device)
+                            rows = _evaluate(method, chip, t, digital, metric, seed + c, device)
                             if not method.needs_chip:
-                                once[(model_name, method.name)] = row
-                        row.update(model=model_name, time_label=time_label(t), chip=c, metric=metric_name,
-                                   device=str(device))
-                        journal.append(row)
+                                once[(model_name, method.name)] = rows
+                        for name in names:
+                            rows[name].update(model=model_name, time_label=time_label(t), chip=c, metric=name,
+                                              device=str(device))
+                            journal.append(rows[name])
                         evaluated += 1
                         bar.update(1)
-                        bar.set_postfix_str(f"{model_name} {method.name} {time_label(t)} chip {c}: {row['value']:.2f}")
+                        shown = rows[names[0]]["value"]
+                        bar.set_postfix_str(f"{model_name} {method.name} {time_label(t)} chip {c}: {shown:.2f}")
                 del chips
     finally:
         bar.close()
         journal.close()
     return read_rows(journal_path)
+
+
+def metric_names(metric: Any) -> List[str]:
+    """The names of the values a metric returns: its ``names`` (it returns ``{name: value}``) or its ``name``."""
+    names = getattr(metric, "names", None)
+    return list(names) if names else [getattr(metric, "name", "metric")]
 
 
 def _repeat(measured: Mapping[str, Any], t: float, chip_seed: int) -> Dict[str, Any]:
@@ -147,8 +160,8 @@ def _repeat(measured: Mapping[str, Any], t: float, chip_seed: int) -> Dict[str, 
 
 
 def _evaluate(method: Method, chip: Optional[Chip], t: float, digital: nn.Module,
-              metric: Callable[[nn.Module], float], chip_seed: int, device: torch.device) -> Dict[str, Any]:
-    """Deploy with ``method`` and evaluate once; return the row's measured fields."""
+              metric: Callable[[nn.Module], Any], chip_seed: int, device: torch.device) -> Dict[str, Dict[str, Any]]:
+    """Deploy with ``method`` and evaluate once; return ``{metric name: row's measured fields}``."""
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
@@ -158,16 +171,19 @@ def _evaluate(method: Method, chip: Optional[Chip], t: float, digital: nn.Module
         with method.deploy(chip, t, digital) as deployed:
             synchronize(device)
             ready = time.perf_counter()
-            value = float(metric(deployed.model))
+            result = metric(deployed.model)
             synchronize(device)
             end = time.perf_counter()
-    return {
+    names = metric_names(metric)
+    values = {n: float(result[n]) for n in names} if getattr(metric, "names", None) else {names[0]: float(result)}
+    fields = {
         "method": method.name, "source": method.source if method.needs_chip else "digital", "time_s": t,
-        "chip_seed": chip_seed, "value": value, "method_seconds": round(ready - start, 4),
+        "chip_seed": chip_seed, "method_seconds": round(ready - start, 4),
         "eval_seconds": round(end - ready, 4), "unlabeled_samples": deployed.unlabeled_samples,
         "labeled_samples": deployed.labeled_samples, "trained_params": deployed.trained_params,
         "peak_mem_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if cuda else None,
     }
+    return {name: {**fields, "value": value} for name, value in values.items()}
 
 
 def _check_or_write_config(path: Path, settings: Dict[str, Any], resume: bool, journal_path: Path) -> None:
