@@ -20,6 +20,7 @@ aihwkit internals, version-gated (``_aihwkit/``)
     fused_report, set_fused, fused_enabled                      -- the fused CUDA kernels of accelerated layers
     input_range_fix, apply_input_range_fix, remove_input_range_fix, input_range_fix_status,
     input_range_gradient_is_correct                             -- learned-input-range gradient fix (torch >= 2.14)
+    calibrate_input_ranges                                      -- aihwkit's data-calibrated input ranges, seeded
 Training (``training/``)
     fit_classifier, fit_hwa                                     -- digital and hardware-aware training, resumable
     create_model, list_models, register_model                   -- the model registry
@@ -29,7 +30,7 @@ Drift-over-time evaluation (``evaluation/``)
     run_sweep, SweepModel                                       -- models x methods x times x chips, journaled
     Method, Digital, AnalogUncompensated, GlobalDriftCompensated, NoiseAwareBN, BNFineTune, standard_methods
     build_methods, MethodData, METHOD_NAMES                     -- methods by name
-    Top1Accuracy                                                -- metrics: metric(model) -> float
+    Top1Accuracy, MeanIoU, DetectionAP                          -- metrics: metric(model) -> float (or dict of values)
     summarize, write_report                                     -- CSV / JSON / Markdown / PNG
     Task, run_comparison, load_config, sweep_task               -- the task-agnostic comparison
 Tasks (``tasks/``)
@@ -47,6 +48,7 @@ from ._aihwkit.accelerated import (
     restore_stock,
     set_fused,
 )
+from ._aihwkit.input_ranges import calibrate_input_ranges
 from ._aihwkit.input_range_fix import (
     apply_input_range_fix,
     input_range_fix,
@@ -91,7 +93,7 @@ from .evaluation.methods import (
     build_methods,
     standard_methods,
 )
-from .evaluation.metrics import Top1Accuracy
+from .evaluation.metrics import DetectionAP, MeanIoU, Top1Accuracy
 from .evaluation.report import summarize, write_report
 from .evaluation.sweep import SweepModel, run_sweep
 from .evaluation.task import Task
@@ -119,12 +121,13 @@ __all__ = [
     "accelerate", "restore_stock", "is_accelerated", "acceleration_report", "fused_report", "set_fused",
     "fused_enabled", "input_range_fix",
     "apply_input_range_fix", "remove_input_range_fix", "input_range_fix_status", "input_range_gradient_is_correct",
+    "calibrate_input_ranges",
     # training/
     "fit_classifier", "fit_hwa", "create_model", "list_models", "register_model", "save_checkpoint",
     "load_checkpoint", "load_pretrained", "save_hwa_checkpoint", "load_hwa_model",
     # evaluation/
     "run_sweep", "SweepModel", "Method", "Digital", "AnalogUncompensated", "GlobalDriftCompensated", "NoiseAwareBN",
-    "BNFineTune", "standard_methods", "build_methods", "MethodData", "METHOD_NAMES", "Top1Accuracy", "summarize",
+    "BNFineTune", "standard_methods", "build_methods", "MethodData", "METHOD_NAMES", "Top1Accuracy", "MeanIoU", "DetectionAP", "summarize",
     "write_report", "Task", "run_comparison", "load_config", "sweep_task",
     # tasks/
     "get_task", "list_tasks", "register_task",

@@ -193,3 +193,18 @@ def test_train_and_hwa_from_the_command_line(tmp_path, tiny, capsys):
     assert status == 0 and result["finished"] and 0.0 <= result["test_miou"] <= 100.0
     analog, meta = nb.load_hwa_model(hwa)
     assert meta["task"] == "camvid" and nb.conversion_report(analog)["counts"]["digital_layers"] == 0
+
+
+def test_segmentation_figure_script_draws_every_panel(tmp_path, tiny):
+    import importlib.util
+
+    torch.manual_seed(0)
+    nb.save_checkpoint(tmp_path / "u.pt", unet_small(width=4).eval(), "unet_small", {"accuracy": 1.0})
+    path = Path(__file__).resolve().parents[1] / "examples" / "reproduce" / "camvid_figure.py"
+    spec = importlib.util.spec_from_file_location("camvid_figure", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "fig.png"
+    module.main(["--model", str(tmp_path / "u.pt"), "--data", str(tiny), "--images", "2", "--calib-samples", "4",
+                 "--device", "cpu", "--out", str(out)])
+    assert out.stat().st_size > 1000

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -67,3 +69,27 @@ def test_drift_sweep_from_python_quick(tmp_path):
     rows = json.loads((out_dir / "rows.json").read_text())
     assert len(rows) == 4 * 2  # 4 methods x 2 times x 1 chip
     assert {r["unlabeled_samples"] for r in rows if r["method"] == "nabn"} == {32}
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "camvid_240x180.tar.gz").exists(), reason="CamVid archive not in ../shared/data")
+def test_segmentation_example_quick(tmp_path):
+    out = run_example("segmentation_on_a_drifted_chip.py", "--quick", "--data", str(SHARED / "camvid_240x180.tar.gz"),
+                      cwd=tmp_path)
+    assert re.search(r"^model: a TOY unet_small trained here for 2 epochs on 8 images$", out, re.M), out
+    assert re.search(r"^digital: \d+\.\d\d% mIoU on 8 test images$", out, re.M), out
+    for when in ("1 day", "1 year"):
+        assert re.search(rf"^chip 0, +{when} after programming: gdc +\d+\.\d\d%, nabn +\d+\.\d\d% \(8 unlabeled "
+                         r"images\), bnft +\d+\.\d\d% \(8 labeled images\); BN restored exactly: True$", out, re.M), out
+
+
+@pytest.mark.skipif(not (SHARED / "pennfudan.tar.gz").exists(), reason="Penn-Fudan archive not in ../shared/data")
+def test_detection_example_quick(tmp_path):
+    out = run_example("detection_on_a_drifted_chip.py", "--quick", "--data", str(SHARED / "pennfudan.tar.gz"),
+                      cwd=tmp_path)
+    assert re.search(r"^digital: AP50 \d+\.\d\d%, mAP \d+\.\d\d% on 4 test images$", out, re.M), out
+    for when in ("1 day", "1 year"):
+        assert re.search(rf"^chip 0, +{when} after programming: AP50 gdc +\d+\.\d\d%, nabn +\d+\.\d\d% \(4 unlabeled "
+                         r"images\), bnft +\d+\.\d\d% \(4 labeled images\); BN restored exactly: True$", out, re.M), out

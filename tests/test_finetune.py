@@ -306,3 +306,21 @@ def test_forward_fn_fine_tunes_a_model_called_its_own_way(digital, images, label
         got, want = dict(wrapped.net.named_modules())[name], dict(plain.named_modules())[name]
         for key in ("weight", "bias", "running_mean", "running_var"):
             assert torch.equal(getattr(got, key), getattr(want, key)), (name, key)
+
+
+def test_calib_forward_fn_calls_the_model_its_inference_way_for_calibration(digital, images, labels):
+    wrapped = DictOutput(copy.deepcopy(digital))
+    data = nb.TensorBatches(images, labels, batch_size=32)
+    train_calls, calib_calls = [], []
+
+    def forward_fn(model, x):
+        train_calls.append(len(x))
+        return model(x, 1.0)["out"]
+
+    def calib_forward_fn(model, x):
+        calib_calls.append(len(x))
+        return model(x, 1.0)
+
+    nb.finetune_bn(wrapped, data, forward_fn=forward_fn, calib_forward_fn=calib_forward_fn, steps=2, train="both",
+                   num_samples=64)
+    assert calib_calls == [32, 32] and len(train_calls) == 2

@@ -256,6 +256,7 @@ def finetune_bn(
     forward_fn: Optional[ForwardFn] = None,
     calib_data: Optional[Union[torch.Tensor, Iterable[Any]]] = None,
     calib_input_fn: Optional[InputFn] = None,
+    calib_forward_fn: Optional[ForwardFn] = None,
     move_to_device: bool = True,
     progress: bool = False,
     **calib_kwargs: Any,
@@ -293,6 +294,8 @@ def finetune_bn(
         calib_data: unlabeled data for the statistics (``"stats"``/``"both"``); default: ``data``.
         calib_input_fn: how to take the input out of a ``calib_data`` batch (default: ``input_fn``
             when calibrating on ``data``, automatic otherwise).
+        calib_forward_fn: ``fn(model, inputs)`` for the calibration passes (default: ``forward_fn``), for
+            models whose training call differs from their inference call (a detector's losses vs its boxes).
         move_to_device: move inputs and targets to the model's device first.
         progress: show progress bars.
         **calib_kwargs: passed to :func:`calibrate_bn`: ``num_samples``, ``num_batches``, ``mode``,
@@ -336,7 +339,7 @@ def finetune_bn(
             data if calib_data is None else calib_data,
             layers=layers,
             input_fn=calib_input_fn if calib_input_fn is not None or calib_data is not None else input_fn,
-            forward_fn=forward_fn,
+            forward_fn=forward_fn if calib_forward_fn is None else calib_forward_fn,
             move_to_device=move_to_device,
             progress=progress,
             **calib_kwargs,

@@ -248,9 +248,11 @@ class Comparison:
             calib=self.calib, calib_samples=self.calib_samples, labeled=self.labeled,
             labeled_samples=self.labeled_samples, bnft_steps=int(bnft.get("steps", 200)),
             bnft_lr=float(bnft.get("lr", 1e-3)), bnft_loss=task.bnft_loss(),
+            calibrate_kwargs=task.calibrate_kwargs(), finetune_kwargs=task.finetune_kwargs(),
         )
         self.n_test = getattr(self.metric, "samples", None)
-        self.ir_batches = self.calib.head(int(config.get("hardware", {}).get("input_range_samples", 1024)), 256)
+        self.ir_batches = task.input_range_batches(
+            self.calib, int(config.get("hardware", {}).get("input_range_samples", 1024)))
         self.models: Dict[str, SweepModel] = {}
         self.hwa_meta: Dict[str, Dict[str, Any]] = {}
         self.trained_params: Dict[str, int] = {}
@@ -338,7 +340,8 @@ def run_comparison(task: Task, config: Mapping[str, Any], out_dir: PathLike, *, 
         t0 = time.perf_counter()
         methods = [cmp.method("gdc"), cmp.method("nabn")]
         for t_c in [parse_time(t) for t in retention["calibrate_at"]]:
-            methods.append(NoiseAwareBN(cmp.calib, num_samples=cmp.calib_samples, calibrate_at=t_c)
+            methods.append(NoiseAwareBN(cmp.calib, num_samples=cmp.calib_samples, calibrate_at=t_c,
+                                        **cmp.method_data.calibrate_kwargs)
                            .named(f"nabn@{time_label(t_c)}"))
         rows["retention"] = cmp.sweep("retention", only(retention.get("models", model_names)), methods,
                                       [parse_time(t) for t in retention.get("times", sweep_cfg["times"])],
@@ -347,7 +350,8 @@ def run_comparison(task: Task, config: Mapping[str, Any], out_dir: PathLike, *, 
     sizes = config.get("calib_size")
     if sizes and "calib_size" in parts and only(sizes.get("models", model_names)):
         t0 = time.perf_counter()
-        methods = [cmp.method("gdc")] + [NoiseAwareBN(cmp.calib, num_samples=int(n)).named(f"nabn[{int(n)}]")
+        methods = [cmp.method("gdc")] + [NoiseAwareBN(cmp.calib, num_samples=int(n), **cmp.method_data.calibrate_kwargs)
+                                         .named(f"nabn[{int(n)}]")
                                          for n in sizes["sizes"]]
         rows["calib_size"] = cmp.sweep("calib_size", only(sizes.get("models", model_names)), methods,
                                        [parse_time(sizes.get("time", "1y"))], int(sizes.get("chips", sweep_cfg["chips"])),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import torch
@@ -21,6 +21,14 @@ from ..analog.times import check_drift_time
 from ..bn.calibrate import calibrate_bn
 from ..bn.finetune import finetune_bn
 from ..errors import ConfigError
+
+
+def describe_value(value: Any) -> str:
+    """A stable text for a method setting: a function or class by its qualified name (not its address)."""
+    name = getattr(value, "__qualname__", None)
+    if callable(value) and name is not None:
+        return f"{getattr(value, '__module__', '')}.{name}"
+    return repr(value)
 
 
 @dataclass
@@ -148,7 +156,7 @@ class NoiseAwareBN(Method):
 
     def describe(self):
         return {**super().describe(), "num_samples": self.num_samples, "calibrate_at": self.calibrate_at,
-                **{k: repr(v) for k, v in self.calibrate_kwargs.items()}}
+                **{k: describe_value(v) for k, v in self.calibrate_kwargs.items()}}
 
 
 def standard_methods(calib_data: Union[torch.Tensor, Iterable[Any]], num_samples: Optional[int] = 1024) -> list:
@@ -201,7 +209,7 @@ class BNFineTune(Method):
 
     def describe(self):
         return {**super().describe(), "num_samples": self.num_samples, "labeled_samples": self.labeled_samples,
-                "steps": self.steps, "lr": self.lr, **{k: repr(v) for k, v in self.finetune_kwargs.items()}}
+                "steps": self.steps, "lr": self.lr, **{k: describe_value(v) for k, v in self.finetune_kwargs.items()}}
 
 
 #: The method names a sweep or comparison understands, in the comparison's order. ``hwa...`` methods read
@@ -221,6 +229,9 @@ class MethodData:
     bnft_steps: int = 200
     bnft_lr: float = 1e-3
     bnft_loss: Optional[Callable[[Any, Any], torch.Tensor]] = None
+    #: Options for ``calibrate_bn`` / ``finetune_bn`` the task needs (e.g. ``input_fn`` for lists of images).
+    calibrate_kwargs: Dict[str, Any] = field(default_factory=dict)
+    finetune_kwargs: Dict[str, Any] = field(default_factory=dict)
 
 
 def check_method_names(names: Sequence[str], allowed: Sequence[str] = METHOD_NAMES) -> List[str]:
@@ -251,12 +262,12 @@ def build_method(name: str, data: MethodData) -> Method:
     if data.calib is None:
         raise ConfigError(f"method {name!r} needs calibration data")
     if base == "nabn":
-        return NoiseAwareBN(data.calib, num_samples=data.calib_samples).named(name, source)
+        return NoiseAwareBN(data.calib, num_samples=data.calib_samples, **data.calibrate_kwargs).named(name, source)
     if data.labeled is None:
         raise ConfigError(f"method {name!r} needs labeled fine-tuning data")
     extra = {} if data.bnft_loss is None else {"loss_fn": data.bnft_loss}
     return BNFineTune(data.calib, data.labeled, num_samples=data.calib_samples, labeled_samples=data.labeled_samples,
-                      steps=data.bnft_steps, lr=data.bnft_lr, **extra).named(name, source)
+                      steps=data.bnft_steps, lr=data.bnft_lr, **extra, **data.finetune_kwargs).named(name, source)
 
 
 def build_methods(names: Sequence[str], data: MethodData) -> List[Method]:

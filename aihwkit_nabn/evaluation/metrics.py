@@ -101,3 +101,39 @@ class MeanIoU:
         self.last = {"miou": 100.0 * float(iou.mean()), "pixel_acc": 100.0 * float(tp.sum() / matrix.sum()),
                      "iou": [100.0 * float(v) for v in iou]}
         return self.last["miou"]
+
+
+class DetectionAP:
+    """COCO box AP of a detector on fixed data, in percent: ``metric(model) -> {"ap50": ..., "map": ...}``.
+
+    ``data`` yields ``(images, targets)`` batches as torchvision's detectors take them (lists of
+    ``[3, H, W]`` images and of ``{"boxes", "labels"}`` dicts); the model in eval mode returns lists of
+    ``{"boxes", "scores", "labels"}``. AP@[.5:.95] (``map``) and AP50 (``ap50``) are torchmetrics'
+    ``MeanAveragePrecision`` (the pycocotools backend: COCO's own evaluation). After a call, ``last`` holds
+    every value torchmetrics computed (percent).
+    """
+
+    names = ("ap50", "map")
+    name = "ap50+map"
+    higher_is_better = True
+
+    def __init__(self, data: Iterable[Any], *, samples: Optional[int] = None):
+        self.data, self.samples = data, samples
+        self.last: dict = {}
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module) -> dict:
+        # imported on first use: torchmetrics takes about a second to import
+        from torchmetrics.detection import MeanAveragePrecision  # pylint: disable=import-outside-toplevel
+
+        device = model_device(model)
+        metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
+        with preserved_training_flags(model):
+            model.eval()
+            for images, targets in self.data:
+                outputs = model([to_device(image, device) for image in images])
+                metric.update([{k: v.detach().cpu() for k, v in out.items()} for out in outputs],
+                              [{k: v.cpu() for k, v in target.items()} for target in targets])
+        result = metric.compute()
+        self.last = {k: 100.0 * float(v) for k, v in result.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
+        return {"ap50": self.last["map_50"], "map": self.last["map"]}

@@ -13,7 +13,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -143,6 +143,21 @@ class Task(ABC):
     def bnft_loss(self) -> Optional[Callable[[Any, Any], torch.Tensor]]:
         """Return the loss BN fine-tuning minimises (``None``: cross-entropy on the logits)."""
         return None
+
+    def calibrate_kwargs(self) -> Dict[str, Any]:
+        """Options ``calibrate_bn`` needs for this task's batches (e.g. ``input_fn``); default none."""
+        return {}
+
+    def finetune_kwargs(self) -> Dict[str, Any]:
+        """Options ``finetune_bn`` needs for this task's batches (``input_fn``, ``forward_fn``, ...); default none."""
+        return {}
+
+    def input_range_batches(self, calib: Any, samples: int) -> Iterable[Any]:
+        """Return the model inputs of the first ``samples`` calibration images, for aihwkit's input-range calibration.
+
+        ``calib`` is what :meth:`calibration_data` returned; the default takes its head in batches of 256.
+        """
+        return calib.head(samples, 256)
 
     def sizes(self) -> Dict[str, int]:
         """Return the number of samples of each split the task reads (for checking requested sizes)."""

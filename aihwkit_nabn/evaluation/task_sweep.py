@@ -78,7 +78,8 @@ def sweep_task(
         **(dict(config) if config else {}),
     }
     rows = run_sweep(
-        sweep_models, build_methods(methods, MethodData(calib=calib, calib_samples=calib_samples)), metric,
+        sweep_models, build_methods(methods, MethodData(calib=calib, calib_samples=calib_samples,
+                                                        calibrate_kwargs=task.calibrate_kwargs())), metric,
         out_dir=out_dir, times=times, n_chips=n_chips, seed=seed, device=device, progress=progress, config=settings,
     )
     paths = write_report(rows, out_dir, title=title or task.title)

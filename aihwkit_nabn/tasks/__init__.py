@@ -13,6 +13,7 @@ from ..evaluation.task import PathLike, Task
 from ..utils.registry import Registry
 from .camvid import CamVidTask
 from .cifar10 import Cifar10Task
+from .pennfudan import PennFudanTask
 
 __all__ = ["TASKS", "register_task", "get_task", "list_tasks"]
 
@@ -42,3 +43,4 @@ def list_tasks() -> List[str]:
 
 register_task(Cifar10Task)
 register_task(CamVidTask)
+register_task(PennFudanTask)

@@ -43,7 +43,8 @@ def save_checkpoint(path: PathLike, model: nn.Module, arch: str, meta: Optional[
     """Save ``model``'s weights as a plain checkpoint (atomic write).
 
     Tensors are moved to the CPU and made contiguous (a ``channels_last`` model loads
-    into a fresh model unchanged).
+    into a fresh model unchanged). A model's ``model_kwargs`` (the builder arguments its state dict
+    cannot tell, e.g. a detector's image sizes) go into ``meta["model_kwargs"]`` and rebuild it so.
 
     Returns:
         the path written.
@@ -54,6 +55,8 @@ def save_checkpoint(path: PathLike, model: nn.Module, arch: str, meta: Optional[
     if arch not in MODELS:
         raise CheckpointError(f"unknown arch {arch!r}; known: {', '.join(list_models())}")
     meta = plain(dict(meta or {}))
+    if getattr(model, "model_kwargs", None):
+        meta.setdefault("model_kwargs", plain(dict(model.model_kwargs)))
     check_plain(meta, "meta")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     blob = {"format": CHECKPOINT_FORMAT, "arch": arch, "state_dict": state, "meta": meta}
@@ -122,15 +125,18 @@ def read_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
     return blob
 
 
-def check_model_state(arch: str, state: Mapping[str, Any], where: str) -> nn.Module:
+def check_model_state(arch: str, state: Mapping[str, Any], where: str,
+                      model_kwargs: Optional[Mapping[str, Any]] = None) -> nn.Module:
     """Build the registry model ``arch`` for ``state`` and check the keys and shapes match; return the model.
+
+    The builder gets the arguments its registry entry reads from the state dict, then ``model_kwargs``.
 
     Raises:
         CheckpointError: unknown arch, or missing/unexpected keys or shape mismatches (all named).
     """
     if arch not in MODELS:
         raise CheckpointError(f"{where}: unknown arch {arch!r}; known: {', '.join(list_models())}")
-    model = create_model(arch, **MODELS.get(arch).kwargs_from_state(state))
+    model = create_model(arch, **{**MODELS.get(arch).kwargs_from_state(state), **dict(model_kwargs or {})})
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -166,7 +172,7 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Tuple[nn.Modul
     """
     blob = read_checkpoint(path, map_location)
     state = blob["state_dict"]
-    model = check_model_state(blob["arch"], state, repr(str(path)))
+    model = check_model_state(blob["arch"], state, repr(str(path)), blob["meta"].get("model_kwargs"))
     model.load_state_dict(state, strict=True)
     if map_location is not None:
         model.to(map_location if not callable(map_location) else "cpu")

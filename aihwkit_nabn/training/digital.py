@@ -54,6 +54,7 @@ def fit_classifier(
     loss_fn: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
     output_fn: Optional[Callable[[Any], Tensor]] = None,
     eval_key: str = "test_acc",
+    train_step: Optional[Callable[[nn.Module, Any, Any], Tuple[Tensor, Optional[Tensor]]]] = None,
     optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None,
 ) -> Dict[str, Any]:
     """Train ``model`` in place with SGD + warmup/cosine LR, testing after every epoch.
@@ -80,6 +81,8 @@ def fit_classifier(
         loss_fn: ``loss_fn(logits, y)`` in fp32; default cross-entropy with ``label_smoothing``.
         output_fn: takes the logits out of the model's output (e.g. ``out["out"]``); default: the output.
         eval_key: the name of ``evaluate``'s value in the history records (default ``"test_acc"``).
+        train_step: ``fn(model, x, y) -> (loss, logits or None)`` instead of the classifier's forward + loss
+            (e.g. a detector, which returns its losses in training mode).
         optimizer: ``fn(params, lr=..., weight_decay=...)`` instead of SGD with ``momentum``/``nesterov``
             (e.g. ``torch.optim.AdamW``); the schedule is the same.
 
@@ -145,7 +148,8 @@ def fit_classifier(
 
     run = fit(
         model, optimizer, scheduler, epochs=epochs, epoch_batches=lambda epoch: epoch_batches(epoch, dev),
-        step=step, evaluate=lambda: evaluate(model, dev), hparams=hparams, seed=seed, device=dev,
+        step=step if train_step is None else (lambda x, y: train_step(model, x, y)),
+        evaluate=lambda: evaluate(model, dev), hparams=hparams, seed=seed, device=dev,
         resume=ResumeSpec(DIGITAL_RESUME_FORMAT, _RESUME_KEYS + tuple(data_resume_keys)),
         save_model=lambda: {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         load_model=lambda state, where: model.load_state_dict(state),

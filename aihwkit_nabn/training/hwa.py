@@ -88,6 +88,7 @@ def fit_hwa(
     loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
     output_fn: Optional[Callable[[Any], Tensor]] = None,
     eval_key: str = "test_acc",
+    train_step: Optional[Callable[[nn.Module, Any, Any], Tuple[Tensor, Optional[Tensor]]]] = None,
     max_seconds: Optional[float] = None,
     stop_after_epochs: Optional[int] = None,
     log_path: Optional[PathLike] = None,
@@ -120,6 +121,8 @@ def fit_hwa(
         loss_fn: ``loss_fn(logits, targets)``; default cross-entropy.
         output_fn: takes the logits out of the model's output (e.g. ``out["out"]``); default: the output.
         eval_key: the name of ``evaluate``'s value in the history records (default ``"test_acc"``).
+        train_step: ``fn(model, x, y) -> (loss, logits or None)`` instead of the classifier's forward + loss
+            (e.g. a detector, which returns its losses in training mode).
         max_seconds, stop_after_epochs, log_path, resume_path, progress: see :func:`.loop.fit`.
 
     Returns:
@@ -165,7 +168,8 @@ def fit_hwa(
 
         run = fit(
             model, optimizer, scheduler, epochs=epochs, epoch_batches=lambda epoch: epoch_batches(epoch, dev),
-            step=step, evaluate=lambda: evaluate(model, dev), hparams=hparams, seed=seed, device=dev,
+            step=step if train_step is None else (lambda x, y: train_step(model, x, y)),
+        evaluate=lambda: evaluate(model, dev), hparams=hparams, seed=seed, device=dev,
             resume=ResumeSpec(HWA_RESUME_FORMAT, _RESUME_KEYS + tuple(data_resume_keys), "HWA training state",
                               opaque=("rpu_config",)),
             save_model=lambda: analog_state(model),

@@ -60,10 +60,12 @@ def save_hwa_checkpoint(path: PathLike, analog_model: nn.Module, arch: str,
         raise CheckpointError(f"tiles {programmed[:3]} have been programmed (their weights now hold programming "
                               "noise / drift): save the HWA checkpoint before programming")
     meta = plain(dict(meta or {}))
+    if getattr(analog_model, "model_kwargs", None):
+        meta.setdefault("model_kwargs", plain(dict(analog_model.model_kwargs)))
     check_plain(meta, "meta")
     digital = convert_to_digital(analog_model).cpu()
     state = {k: v.detach().cpu().contiguous() for k, v in digital.state_dict().items()}
-    check_model_state(arch, state, "the model's digital weights")
+    check_model_state(arch, state, "the model's digital weights", meta.get("model_kwargs"))
     configs = [t.rpu_config for _, t in tiles]
     rpu_config = rpu_config if rpu_config is not None else configs[0]
     hwa = {

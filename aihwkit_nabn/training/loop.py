@@ -26,7 +26,7 @@ from ..utils.io import atomic_save
 __all__ = ["fit", "load_resume_state", "ResumeSpec"]
 
 PathLike = Union[str, os.PathLike]
-StepFn = Callable[[Tensor, Tensor], Tuple[Tensor, Tensor]]
+StepFn = Callable[[Any, Any], Tuple[Tensor, Optional[Tensor]]]
 _STATE_KEYS = ("format", "epoch", "model", "optimizer", "scheduler", "history", "seconds", "seed", "hparams",
                "extra", "rng_cpu", "rng_cuda")
 
@@ -98,7 +98,7 @@ def fit(
     """Train ``model`` for the epochs not yet done; return what happened.
 
     Each epoch: ``model.train()``, then for every ``(x, y)`` of ``epoch_batches(epoch)``:
-    ``loss, logits = step(x, y)``, ``zero_grad``, ``backward``, ``optimizer.step()``,
+    ``loss, logits = step(x, y)`` (``logits`` may be None: no accuracy then), ``zero_grad``, ``backward``, ``optimizer.step()``,
     ``scheduler.step()``, with loss and accuracy summed on the device (no host sync inside the epoch; the
     accuracy is ``logits.argmax(1) == y`` over every label: per image, or per pixel for dense prediction);
     then ``evaluate()`` (the evaluation metric), a record ``{epoch, train_loss, train_acc, <eval_key>, lr,
@@ -161,9 +161,10 @@ def fit(
             scheduler.step()
             # Accumulate on the device: no host sync inside the epoch.
             loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
-            labels += y.numel()  # one per image; per pixel for dense prediction
+            if logits is not None:  # a detector's step returns losses only: no accuracy
+                correct += (logits.detach().argmax(1) == y).sum()
+                labels += y.numel()  # one per image; per pixel for dense prediction
         train_loss = loss_sum.item() / seen
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss {train_loss}); lower the lr")
@@ -171,7 +172,7 @@ def fit(
         record = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
-            "train_acc": 100.0 * correct.item() / labels,
+            "train_acc": 100.0 * correct.item() / labels if labels else None,
             eval_key: test_acc,
             "lr": optimizer.param_groups[0]["lr"],
             **epoch_extras(),

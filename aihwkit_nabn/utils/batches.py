@@ -83,8 +83,8 @@ def input_size(inputs: Any) -> int:
         if inputs.dim() == 0:
             raise CalibrationDataError("a batch input is a 0-d tensor; expected a leading batch dimension")
         return inputs.shape[0]
-    if isinstance(inputs, (list, tuple)):
-        return len(inputs)
+    if isinstance(inputs, (list, tuple)) or hasattr(inputs, "__len__"):
+        return len(inputs)  # a list of samples (e.g. detection images), or an object that knows its size
     raise CalibrationDataError(f"model input of type {type(inputs).__name__} is not a tensor or a list of them")
 
 

@@ -1,6 +1,7 @@
 """Size and FLOPs of the registered models of a task at its input resolution (torch's FlopCounterMode).
 
 Usage: python examples/reproduce/model_size.py camvid 180x240 [--out results/camvid/model_size.json]
+       python examples/reproduce/model_size.py pennfudan 384x512 --out results/pennfudan/model_size.json
 """
 
 import argparse
@@ -29,6 +30,9 @@ def main() -> None:
         convs = sum(1 for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
         out[name] = {"parameters": sum(p.numel() for p in model.parameters()), "gflops_per_image": counter.get_total_flops() / 1e9,
                      "conv_and_linear_layers": convs, "input": f"{h}x{w}"}
+        transform = getattr(model, "transform", None)
+        if transform is not None:  # torchvision's detectors resize every image first (eval: the last min_size)
+            out[name]["resized_by_the_detector_to_shorter_side"] = int(transform.min_size[-1])
         print(name, out[name])
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
