@@ -2,8 +2,8 @@
 
 What it does, step by step, with the public API only:
 
-1. Gets a torchvision FCOS detector (ResNet-18 FPN backbone with BatchNorm): the checkpoint you pass with
-   ``--checkpoint``, the shipped ``fcos_resnet18_fpn`` when the package has it, or else an UNTRAINED one
+1. Gets a torchvision FCOS detector (``fcos_small``: ResNet-18 stages 1-3 with BatchNorm, a 64-channel FPN):
+   the checkpoint you pass with ``--checkpoint``, the shipped one when the package has it, or else an UNTRAINED one
    (its AP is about 0 and only shows the calls). The script prints which one it uses.
 2. Converts every convolution of backbone, FPN and head with ``nb.to_analog`` (``nb.TorchHWAPreset``, input
    ranges from ``nb.calibrate_input_ranges``) and programs chip 0, drifted to one day and one year.
@@ -32,21 +32,21 @@ TIMES = {"1 day": 86400.0, "1 year": 365 * 86400.0}
 
 
 def get_model(args) -> torch.nn.Module:
-    """The detector to deploy: ``--checkpoint``, the shipped ``fcos_resnet18_fpn``, or an untrained one."""
+    """The detector to deploy: ``--checkpoint``, the shipped ``fcos_small``, or an untrained one."""
     if args.checkpoint:
         print(f"model: checkpoint {args.checkpoint}")
         return nb.load_checkpoint(args.checkpoint)[0].eval()
     if not args.quick:
         try:
-            model = nb.load_pretrained("fcos_resnet18_fpn")[0]
-            print("model: the shipped fcos_resnet18_fpn")
+            model = nb.load_pretrained("fcos_small")[0]
+            print("model: the shipped fcos_small")
             return model.eval()
         except nb.CheckpointError:
             pass
     torch.manual_seed(0)
     sizes = {"min_size": 96, "max_size": 128} if args.quick else {}
-    print("model: an UNTRAINED fcos_resnet18_fpn (pass --checkpoint for a trained one)")
-    return nb.create_model("fcos_resnet18_fpn", **sizes).eval()
+    print("model: an UNTRAINED fcos_small (pass --checkpoint for a trained one)")
+    return nb.create_model("fcos_small", **sizes).eval()
 
 
 def main(argv=None) -> None:

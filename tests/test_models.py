@@ -22,7 +22,7 @@ EXPECTED = {  # name: (depth, parameter count) -- He et al. report 0.27M / 0.46M
 def test_registry_lists_the_models_by_task():
     assert list_models("cifar10") == ["resnet20", "resnet32", "resnet56"]
     assert list_models("camvid") == ["deeplabv3_resnet50", "unet_small"]
-    assert list_models("pennfudan") == ["fcos_resnet18_fpn", "fcos_resnet50_fpn"]
+    assert list_models("pennfudan") == ["fcos_resnet18_fpn", "fcos_resnet50_fpn", "fcos_small"]
     assert list_models() == sorted(list_models("cifar10") + list_models("camvid") + list_models("pennfudan"))
 
 

@@ -139,9 +139,9 @@ def test_calibrate_and_finetune_a_detector_through_the_public_api(tiny):
 
 def test_reproduce_pennfudan_end_to_end_writes_every_file(tmp_path, tiny):
     torch.manual_seed(0)
-    digital = nb.create_model("fcos_resnet18_fpn", **SMALL).eval()
-    nb.save_checkpoint(tmp_path / "d.pt", digital, "fcos_resnet18_fpn", {"accuracy": 0.0})
-    nb.save_hwa_checkpoint(tmp_path / "d_hwa.pt", nb.to_analog(digital, nb.TorchHWAPreset()), "fcos_resnet18_fpn",
+    digital = nb.create_model("fcos_small", **SMALL).eval()
+    nb.save_checkpoint(tmp_path / "d.pt", digital, "fcos_small", {"accuracy": 0.0})
+    nb.save_hwa_checkpoint(tmp_path / "d_hwa.pt", nb.to_analog(digital, nb.TorchHWAPreset()), "fcos_small",
                            {"seconds": 2.0})
     task = nb.get_task("pennfudan", tiny)
     config = load_config(task.default_config, {
@@ -171,7 +171,7 @@ def test_detection_figure_script_draws_every_panel(tmp_path, tiny):
     import importlib.util
 
     torch.manual_seed(0)
-    nb.save_checkpoint(tmp_path / "d.pt", nb.create_model("fcos_resnet18_fpn", **SMALL).eval(), "fcos_resnet18_fpn",
+    nb.save_checkpoint(tmp_path / "d.pt", nb.create_model("fcos_small", **SMALL).eval(), "fcos_small",
                        {"accuracy": 0.0})
     path = Path(__file__).resolve().parents[1] / "examples" / "reproduce" / "pennfudan_figure.py"
     spec = importlib.util.spec_from_file_location("pennfudan_figure", path)
@@ -187,7 +187,7 @@ def test_train_and_hwa_from_the_command_line(tmp_path, tiny, capsys):
     from aihwkit_nabn import cli
 
     out = tmp_path / "d.pt"
-    status = cli.main(["train", "--task", "pennfudan", "--arch", "fcos_resnet18_fpn", "--epochs", "1",
+    status = cli.main(["train", "--task", "pennfudan", "--arch", "fcos_small", "--epochs", "1",
                        "--batch-size", "4", "--min-size", "48", "--max-size", "64", "--data", str(tiny), "--out",
                        str(out), "--device", "cpu", "--quiet"])
     result = json.loads(capsys.readouterr().out)

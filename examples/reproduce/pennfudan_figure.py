@@ -1,6 +1,6 @@
 """A few Penn-Fudan test images with ground-truth boxes and the digital, gdc (1 y) and nabn (1 y) detections.
 
-Usage: python examples/reproduce/pennfudan_figure.py [--model fcos_resnet18_fpn] [--images 4]
+Usage: python examples/reproduce/pennfudan_figure.py [--model fcos_small] [--images 4]
        [--score 0.5] [--out results/pennfudan/detections.png]
 
 The detector is deployed as in the comparison (TorchHWAPreset, calibrated input ranges, chip seed 0), drifted
@@ -34,7 +34,7 @@ def draw(ax, image: torch.Tensor, boxes: torch.Tensor, colour: str) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="fcos_resnet18_fpn", help="registry name (shipped checkpoint) or a path")
+    parser.add_argument("--model", default="fcos_small", help="registry name (shipped checkpoint) or a path")
     parser.add_argument("--data", default=None)
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--calib-samples", type=int, default=64)
