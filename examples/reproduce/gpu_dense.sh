@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The segmentation (CamVid) and detection (Penn-Fudan) pipelines on the lent GPU, in calls of at most 10 min.
+#   TASK=camvid|pennfudan STAGE=train   bash examples/reproduce/gpu_dense.sh
+#   TASK=camvid|pennfudan STAGE=compare bash examples/reproduce/gpu_dense.sh   (again until "compare done")
+# Carry: .whl (aihwkit 1.1.0 cp312; pycocotools cp312 for pennfudan), .gpucarry/$TASK.pack.tar (made here
+# with examples/reproduce/device_pack.py: lossless, the loaders read the unpacked folder) and, for
+# compare, the chosen checkpoint under runs/$TASK/ (tracked files travel with the tree). Results come back
+# as $OUT/<task>_<stage>.tgz.part-* (15 MB pieces): `cat <task>_<stage>.tgz.part-* | tar xz` at the root.
+# train:   the candidates ($CANDIDATES: "tag|flags;tag|flags") train in parallel for $EPOCHS epochs each;
+#          select_on_val.py picks one by its val score only -> runs/$TASK/chosen.pt (+ .selection.json).
+# compare: HWA fine-tuning of chosen.pt ($HWA_EPOCHS, once), then `reproduce $TASK` (journaled: a call
+#          that runs out of time resumes in the next), then the prediction figure.
+# env: CALL_SECONDS (550), EPOCHS, CANDIDATES, HWA_EPOCHS, HWA_FLAGS, REPRODUCE_SET, FIGURE_FLAGS, DEVICE,
+#      DATA (an unpacked copy), LOCAL=1 (no wheel install)
+set -uo pipefail
+start=$SECONDS; budget=${CALL_SECONDS:-550}
+left() { echo $((budget - (SECONDS - start))); }
+TASK=${TASK:?TASK=camvid or pennfudan}; STAGE=${STAGE:?STAGE=train or compare}
+if [ -z "${LOCAL:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
+fi
+export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+DEVICE=${DEVICE:-cuda}; OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+DATA=${DATA:-/tmp/data/$TASK}
+[ -e "$DATA" ] || python3 examples/reproduce/device_pack.py unpack ".gpucarry/$TASK.pack.tar" "$DATA" || exit 1
+cli="python3 -m aihwkit_nabn"
+R=runs/$TASK; mkdir -p $R/train $R/logs
+case $TASK in
+  camvid) key=val_miou; arch_default=unet_small; EPOCHS=${EPOCHS:-120}; HWA_EPOCHS=${HWA_EPOCHS:-15}
+          CANDIDATES=${CANDIDATES:-"lr2e-3|--arch unet_small --lr 2e-3;lr5e-3|--arch unet_small --lr 5e-3"}
+          figure="examples/reproduce/camvid_figure.py"; fig_out=predictions.png ;;
+  pennfudan) key=val_ap50; arch_default=fcos_small; EPOCHS=${EPOCHS:-150}; HWA_EPOCHS=${HWA_EPOCHS:-15}
+          CANDIDATES=${CANDIDATES:-"lr0.01|--arch fcos_small --lr 0.01;lr0.02|--arch fcos_small --lr 0.02"}
+          figure="examples/reproduce/pennfudan_figure.py"; fig_out=detections.png ;;
+  *) echo "unknown TASK $TASK"; exit 2 ;;
+esac
+bring_back() {  # bring_back NAME PATH...: one gzipped tar of PATHs, in pieces under the 16 MiB return limit
+  local name=$1; shift
+  tar czf "$OUT/$name.tgz" "$@" 2>/dev/null
+  split -b 15M -d "$OUT/$name.tgz" "$OUT/$name.tgz.part-" && rm -f "$OUT/$name.tgz"; ls -la "$OUT"
+}
+command -v nvidia-smi > /dev/null && nvidia-smi -L
+python3 -c 'import torch, aihwkit; print("torch", torch.__version__, "aihwkit", aihwkit.__version__)'
+echo "commit $(git rev-parse HEAD 2>/dev/null || echo "${COMMIT:-unknown}")" | tee $R/logs/commit_$STAGE.txt
+
+if [ "$STAGE" = train ]; then
+  IFS=';' read -ra cands <<< "$CANDIDATES"
+  outs=()
+  for c in "${cands[@]}"; do
+    tag=${c%%|*}; flags=${c#*|}
+    # shellcheck disable=SC2086
+    $cli train --task $TASK $flags --epochs "$EPOCHS" --seed 0 --data "$DATA" --out $R/train/$tag.pt \
+      --max-seconds $(( $(left) - 45 )) --device $DEVICE --quiet > $R/logs/train_$tag.log 2>&1 &
+    outs+=("$R/train/$tag.pt")
+  done
+  wait
+  python3 examples/reproduce/select_on_val.py --key $key --out $R/chosen.pt "${outs[@]}" 2>&1 | tee $R/logs/select.txt
+  # the chosen checkpoint, its selection record and every candidate's log (not their weights or resume states)
+  bring_back ${TASK}_train $R/chosen.pt $R/chosen.pt.selection.json $R/logs $R/train/*.log.jsonl; exit 0
+fi
+
+[ -f $R/chosen.pt ] || { echo "no $R/chosen.pt: run STAGE=train first"; exit 1; }
+if [ ! -f $R/hwa.pt ]; then
+  # shellcheck disable=SC2086
+  $cli hwa --task $TASK --model $R/chosen.pt --epochs "$HWA_EPOCHS" ${HWA_FLAGS:-} --seed 0 --data "$DATA" \
+    --out $R/hwa.pt --max-seconds $(( $(left) - 200 )) --device $DEVICE --quiet > $R/logs/hwa.log 2>&1
+  tail -n 3 $R/logs/hwa.log
+fi
+if [ -f $R/hwa.pt ]; then
+  # shellcheck disable=SC2086
+  timeout $(( $(left) - 60 )) $cli reproduce $TASK --data "$DATA" --out $R/reproduce --device $DEVICE --quiet \
+    --set "models.$arch_default.digital=\"$R/chosen.pt\"" --set "models.$arch_default.hwa=\"$R/hwa.pt\"" \
+    ${REPRODUCE_SET:-} >> $R/logs/reproduce.log 2>&1
+  rc=$?; echo "reproduce rc=$rc" | tee -a $R/logs/reproduce.log
+  if [ $rc = 0 ]; then
+    python3 $figure --model $R/chosen.pt --data "$DATA" --device $DEVICE --out $R/reproduce/$fig_out ${FIGURE_FLAGS:-} \
+      >> $R/logs/figure.log 2>&1 && echo "compare done"
+  fi
+fi
+[ -f $R/hwa.pt ] && rm -f $R/hwa.pt.resume.pt  # kept (and brought back) only while HWA is unfinished
+bring_back ${TASK}_compare $R/logs $R/reproduce $R/hwa.pt*
+exit 0
