@@ -4,7 +4,7 @@
 #   TASK=camvid|pennfudan STAGE=compare bash examples/reproduce/gpu_dense.sh   (again until "compare done")
 # Carry: .whl (aihwkit 1.1.0 cp312; pycocotools cp312 for pennfudan), .gpucarry/$TASK.pack.tar (made here
 # with examples/reproduce/device_pack.py: lossless, the loaders read the unpacked folder) and, for
-# compare, the chosen checkpoint under runs/$TASK/ (tracked files travel with the tree). Results come back
+# compare, runs/$TASK/ (ignored: carry it; chosen.pt 7.8 MB / 13 MB, the journal). Results come back
 # as $OUT/<task>_<stage>.tgz.part-* (15 MB pieces): `cat <task>_<stage>.tgz.part-* | tar xz` at the root.
 # train:   the candidates ($CANDIDATES: "tag|flags;tag|flags") train in parallel for $EPOCHS epochs each;
 #          select_on_val.py picks one by its val score only -> runs/$TASK/chosen.pt (+ .selection.json).
