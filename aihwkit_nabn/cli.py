@@ -139,6 +139,8 @@ def build_parser(task: Optional[Task] = None) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_int(0), default=0)
     p.add_argument("--max-seconds", type=_typed(_positive_float), default=None,
                    help="stop after the epoch that ends past this many seconds; re-run the same command to resume")
+    p.add_argument("--stop-after-epochs", type=_int(1), default=None,
+                   help="stop after this many epochs of this call (e.g. to time an epoch); re-run to resume")
     _add_options(p, task.train_options)
     _common(p)
 
@@ -154,6 +156,8 @@ def build_parser(task: Optional[Task] = None) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_int(0), default=0)
     p.add_argument("--max-seconds", type=_typed(_positive_float), default=None,
                    help="stop after the epoch that ends past this many seconds; re-run the same command to resume")
+    p.add_argument("--stop-after-epochs", type=_int(1), default=None,
+                   help="stop after this many epochs of this call (e.g. to time an epoch); re-run to resume")
     _add_options(p, task.hwa_options)
     _common(p)
 
@@ -222,6 +226,8 @@ def _options(args: argparse.Namespace, options: Sequence[Option]) -> Dict[str, A
     values = {o.name: getattr(args, o.name) for o in options if getattr(args, o.name) is not None}
     if args.max_seconds is not None:
         values["max_seconds"] = args.max_seconds
+    if args.stop_after_epochs is not None:
+        values["stop_after_epochs"] = args.stop_after_epochs
     return values
 
 

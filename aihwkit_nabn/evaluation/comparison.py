@@ -32,6 +32,7 @@ from ..analog.times import parse_time, time_label
 from ..errors import ConfigError, DriftTimeError
 from ..utils.checks import check_choice, check_float, check_int, check_list, check_str, check_unique
 from ..utils.devices import device_name, resolve_device
+from ..utils.provenance import code_commit
 from .costs import method_costs, plot_accuracy_vs_cost, write_costs
 from .methods import HWA_METHODS, METHOD_NAMES, Method, MethodData, NoiseAwareBN, build_method, check_method_names
 from .report import write_report
@@ -362,7 +363,7 @@ def run_comparison(task: Task, config: Mapping[str, Any], out_dir: PathLike, *, 
     if rows.get("main"):
         plot_accuracy_vs_cost(rows["main"], costs, out_dir / "accuracy_vs_cost.png", times[-1])
     run = {
-        "command": command, "task": task.name, "wall_seconds": round(time.perf_counter() - start, 1),
+        "command": command, "commit": code_commit(), "task": task.name, "wall_seconds": round(time.perf_counter() - start, 1),
         "part_seconds": timings, "device": device_name(cmp.device), "torch": torch.__version__, "config": config,
         "hwa_training": {n: {k: m.get(k) for k in ("seconds", "epochs", "accuracy", "device", "command")}
                          for n, m in cmp.hwa_meta.items()},

@@ -8,14 +8,16 @@
 # as $OUT/<task>_<stage>.tgz.part-* (15 MB pieces): `cat <task>_<stage>.tgz.part-* | tar xz` at the root.
 # train:   the candidates ($CANDIDATES: "tag|flags;tag|flags") train in parallel for $EPOCHS epochs each;
 #          select_on_val.py picks one by its val score only -> runs/$TASK/chosen.pt (+ .selection.json).
+# all:     train, then compare, in one call (TRAIN_SECONDS defaults to 230 there: see the probe below).
 # compare: HWA fine-tuning of chosen.pt ($HWA_EPOCHS, once), then `reproduce $TASK` (journaled: a call
 #          that runs out of time resumes in the next), then the prediction figure.
-# env: CALL_SECONDS (550), EPOCHS, CANDIDATES, HWA_EPOCHS, HWA_FLAGS, REPRODUCE_SET, FIGURE_FLAGS, DEVICE,
+# env: CALL_SECONDS (550), EPOCHS (at most, with TRAIN_SECONDS), TRAIN_SECONDS, MIN_EPOCHS, HWA_SECONDS, CANDIDATES, HWA_EPOCHS, HWA_FLAGS, REPRODUCE_SET, FIGURE_FLAGS, DEVICE,
 #      DATA (an unpacked copy), LOCAL=1 (no wheel install)
 set -uo pipefail
 start=$SECONDS; budget=${CALL_SECONDS:-550}
 left() { echo $((budget - (SECONDS - start))); }
-TASK=${TASK:?TASK=camvid or pennfudan}; STAGE=${STAGE:?STAGE=train or compare}
+TASK=${TASK:?TASK=camvid or pennfudan}; STAGE=${STAGE:?STAGE=train, compare or all}
+[ "$STAGE" = all ] && TRAIN_SECONDS=${TRAIN_SECONDS:-230}
 if [ -z "${LOCAL:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
 fi
@@ -42,29 +44,68 @@ bring_back() {  # bring_back NAME PATH...: one gzipped tar of PATHs, in pieces u
 }
 command -v nvidia-smi > /dev/null && nvidia-smi -L
 python3 -c 'import torch, aihwkit; print("torch", torch.__version__, "aihwkit", aihwkit.__version__)'
-echo "commit $(git rev-parse HEAD 2>/dev/null || echo "${COMMIT:-unknown}")" | tee $R/logs/commit_$STAGE.txt
+export AIHWKIT_NABN_COMMIT=${COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
+echo "commit $AIHWKIT_NABN_COMMIT" | tee $R/logs/commit_$STAGE.txt
 
-if [ "$STAGE" = train ]; then
+if [ "$STAGE" = train ] || [ "$STAGE" = all ]; then
   IFS=';' read -ra cands <<< "$CANDIDATES"
+  if [ -n "${TRAIN_SECONDS:-}" ] && [ ! -f $R/logs/epochs.json ]; then
+    # Epochs from the time budget: every candidate runs 3 epochs in parallel (as they will train), the
+    # slowest steady epoch (2 and 3; the first holds the warm-up) sets EPOCHS = TRAIN_SECONDS / epoch,
+    # at most $EPOCHS. Nothing of the probe is kept but its timings (no test image is read).
+    for c in "${cands[@]}"; do
+      tag=${c%%|*}; flags=${c#*|}
+      # shellcheck disable=SC2086
+      $cli train --task $TASK $flags --epochs "$EPOCHS" --stop-after-epochs 3 --seed 0 --data "$DATA" \
+        --out $R/probe/$tag.pt --device $DEVICE --quiet > $R/logs/probe_$tag.log 2>&1 &
+    done
+    wait
+    EPOCHS=$(python3 - "$R" "$TRAIN_SECONDS" "$EPOCHS" "${MIN_EPOCHS:-20}" <<'PY'
+import glob, json, sys
+r, budget, most, least = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+per = {}
+for f in glob.glob(f"{r}/probe/*.log.jsonl"):
+    rows = [json.loads(line) for line in open(f) if line.strip()]
+    per[f] = sum(x["epoch_seconds"] for x in rows[1:3]) / max(1, len(rows[1:3]))
+epoch_s = max(per.values())
+epochs = max(least, min(most, int(budget / epoch_s)))
+json.dump({"train_seconds": budget, "epoch_seconds": per, "slowest": epoch_s, "epochs": epochs,
+           "bounds": [least, most]}, open(f"{r}/logs/epochs.json", "w"), indent=1)
+print(epochs)
+PY
+) || { echo "probe failed"; tail -n 5 $R/logs/probe_*.log; bring_back ${TASK}_probe $R/logs; exit 1; }
+    rm -rf $R/probe; echo "epochs from the probe: $EPOCHS ($(cat $R/logs/epochs.json | tr -d '\n '))"
+  elif [ -f $R/logs/epochs.json ]; then
+    EPOCHS=$(python3 -c "import json; print(json.load(open('$R/logs/epochs.json'))['epochs'])")
+  fi
   outs=()
-  for c in "${cands[@]}"; do
-    tag=${c%%|*}; flags=${c#*|}
-    # shellcheck disable=SC2086
-    $cli train --task $TASK $flags --epochs "$EPOCHS" --seed 0 --data "$DATA" --out $R/train/$tag.pt \
-      --max-seconds $(( $(left) - 45 )) --device $DEVICE --quiet > $R/logs/train_$tag.log 2>&1 &
-    outs+=("$R/train/$tag.pt")
-  done
-  wait
-  python3 examples/reproduce/select_on_val.py --key $key --out $R/chosen.pt "${outs[@]}" 2>&1 | tee $R/logs/select.txt
-  # the chosen checkpoint, its selection record and every candidate's log (not their weights or resume states)
-  bring_back ${TASK}_train $R/chosen.pt $R/chosen.pt.selection.json $R/logs $R/train/*.log.jsonl; exit 0
+  if [ ! -f $R/chosen.pt ]; then
+    for c in "${cands[@]}"; do
+      tag=${c%%|*}; flags=${c#*|}
+      # shellcheck disable=SC2086
+      $cli train --task $TASK $flags --epochs "$EPOCHS" --seed 0 --data "$DATA" --out $R/train/$tag.pt \
+        --max-seconds $(( $(left) - 45 )) --device $DEVICE --quiet > $R/logs/train_$tag.log 2>&1 &
+      outs+=("$R/train/$tag.pt")
+    done
+    wait
+    python3 examples/reproduce/select_on_val.py --key $key --out $R/chosen.pt "${outs[@]}" 2>&1 | tee $R/logs/select.txt
+  fi
+  if [ ! -f $R/chosen.pt ]; then
+    # unfinished: bring back the candidates' resume states too, to go on in the next call
+    bring_back ${TASK}_train $R/logs $R/train; exit 0
+  fi
+  if [ "$STAGE" = train ]; then
+    # the chosen checkpoint, its selection record and every candidate's log (not their weights or resume states)
+    bring_back ${TASK}_train $R/chosen.pt $R/chosen.pt.selection.json $R/logs $R/train/*.log.jsonl; exit 0
+  fi
 fi
 
 [ -f $R/chosen.pt ] || { echo "no $R/chosen.pt: run STAGE=train first"; exit 1; }
 if [ ! -f $R/hwa.pt ]; then
   # shellcheck disable=SC2086
+  hwa_s=$(( $(left) - 200 )); [ -n "${HWA_SECONDS:-}" ] && [ "$HWA_SECONDS" -lt $hwa_s ] && hwa_s=$HWA_SECONDS
   $cli hwa --task $TASK --model $R/chosen.pt --epochs "$HWA_EPOCHS" ${HWA_FLAGS:-} --seed 0 --data "$DATA" \
-    --out $R/hwa.pt --max-seconds $(( $(left) - 200 )) --device $DEVICE --quiet > $R/logs/hwa.log 2>&1
+    --out $R/hwa.pt --max-seconds $hwa_s --device $DEVICE --quiet > $R/logs/hwa.log 2>&1
   tail -n 3 $R/logs/hwa.log
 fi
 if [ -f $R/hwa.pt ]; then
@@ -79,5 +120,9 @@ if [ -f $R/hwa.pt ]; then
   fi
 fi
 [ -f $R/hwa.pt ] && rm -f $R/hwa.pt.resume.pt  # kept (and brought back) only while HWA is unfinished
-bring_back ${TASK}_compare $R/logs $R/reproduce $R/hwa.pt*
+if [ "$STAGE" = all ]; then  # everything the next call resumes from
+  bring_back ${TASK}_all $R/chosen.pt $R/chosen.pt.selection.json $R/train/*.log.jsonl $R/logs $R/reproduce $R/hwa.pt*
+else
+  bring_back ${TASK}_compare $R/logs $R/reproduce $R/hwa.pt*
+fi
 exit 0

@@ -1,0 +1,29 @@
+"""Which code produced a result: the commit hash recorded in results files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+__all__ = ["code_commit"]
+
+
+def code_commit() -> str:
+    """Return the commit of the running code: ``$AIHWKIT_NABN_COMMIT`` if set, else ``git rev-parse HEAD``
+    of the checkout holding this package (with ``-dirty`` when it has uncommitted changes), else ``"unknown"``.
+
+    The environment variable exists for copies of a checkout without ``.git`` (e.g. a lent GPU machine).
+    """
+    env = os.environ.get("AIHWKIT_NABN_COMMIT")
+    if env:
+        return env
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}-dirty" if dirty else head or "unknown"
