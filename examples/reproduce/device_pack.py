@@ -10,6 +10,8 @@ original folder layout back with PNG images of the same pixels, which the task's
     python examples/reproduce/device_pack.py pack ../shared/data/pennfudan.tar.gz .gpucarry/pennfudan.pack.tar
     python examples/reproduce/device_pack.py unpack .gpucarry/pennfudan.pack.tar /tmp/data/pennfudan
     python examples/reproduce/device_pack.py check ../shared/data/pennfudan.tar.gz /tmp/data/pennfudan
+    python examples/reproduce/device_pack.py thin .gpucarry/camvid.pack.tar .gpucarry/camvid_notval.pack.tar \
+        --drop camvid/val/ --drop camvid/valannot/     (the comparison stage never reads val)
 
 ``check`` loads every split with the task's own loader from the archive and from the unpacked folder and
 compares the tensors (images, labels or boxes) for equality.
@@ -22,6 +24,7 @@ import json
 import sys
 import tarfile
 from pathlib import Path
+from typing import List
 
 import numpy as np
 from PIL import Image
@@ -67,6 +70,31 @@ def pack(source: Path, out: Path) -> None:
           f"(source {source.stat().st_size / 1e6:.1f} MB, sha256 {digest[:12]})")
 
 
+def thin(pack_path: Path, out: Path, drop: List[str]) -> None:
+    """Write ``out``: ``pack_path`` without the members under the ``drop`` prefixes (e.g. the val split,
+    which the comparison never reads), the manifest saying what was dropped."""
+    if not drop:
+        sys.exit("thin: name what to drop with --drop PREFIX")
+    dropped = kept = 0
+    partial = out.with_name(out.name + ".partial")
+    with tarfile.open(pack_path, "r") as src, tarfile.open(partial, "w") as dst:
+        for member in src:
+            if not member.isfile():
+                continue
+            data = src.extractfile(member).read()
+            if member.name == MANIFEST:
+                manifest = dict(json.loads(data), dropped=sorted(drop))
+                continue
+            if any(member.name.startswith(prefix) for prefix in drop):
+                dropped += 1
+                continue
+            _add(dst, member.name, data)
+            kept += 1
+        _add(dst, MANIFEST, json.dumps(manifest, indent=1).encode())
+    partial.replace(out)
+    print(f"{out}: {kept} files kept, {dropped} dropped ({', '.join(drop)}); {out.stat().st_size / 1e6:.1f} MB")
+
+
 def unpack(pack_path: Path, dest: Path) -> None:
     """Write the original layout under ``dest`` (WebP back to PNG, same pixels); print the manifest."""
     count = 0
@@ -108,11 +136,15 @@ def check(source: Path, dest: Path) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=("pack", "unpack", "check"))
+    parser.add_argument("action", choices=("pack", "thin", "unpack", "check"))
     parser.add_argument("source", type=Path)
     parser.add_argument("dest", type=Path)
+    parser.add_argument("--drop", action="append", default=[], help="thin: a member prefix to leave out (repeat)")
     args = parser.parse_args(argv)
-    {"pack": pack, "unpack": unpack, "check": check}[args.action](args.source, args.dest)
+    if args.action == "thin":
+        thin(args.source, args.dest, args.drop)
+    else:
+        {"pack": pack, "unpack": unpack, "check": check}[args.action](args.source, args.dest)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # The segmentation (CamVid) and detection (Penn-Fudan) pipelines on the lent GPU, in calls of at most 10 min.
 #   TASK=camvid|pennfudan STAGE=train   bash examples/reproduce/gpu_dense.sh
 #   TASK=camvid|pennfudan STAGE=compare bash examples/reproduce/gpu_dense.sh   (again until "compare done")
-# Carry: .whl (aihwkit 1.1.0 cp312; pycocotools cp312 for pennfudan), .gpucarry/$TASK.pack.tar (made here
+# Carry: .gpucarry/aihwkit_site.tar.xz (slim_site.sh) or .whl (aihwkit 1.1.0 cp312), for pennfudan the
+# pycocotools cp312 wheel in .whl/, .gpucarry/$TASK.pack.tar or $PACK (made here
 # with examples/reproduce/device_pack.py: lossless, the loaders read the unpacked folder) and, for
 # compare, runs/$TASK/ (ignored: carry it; chosen.pt 7.8 MB / 13 MB, the journal). Results come back
 # as $OUT/<task>_<stage>.tgz.part-* (15 MB pieces): `cat <task>_<stage>.tgz.part-* | tar xz` at the root.
@@ -19,13 +20,19 @@ left() { echo $((budget - (SECONDS - start))); }
 TASK=${TASK:?TASK=camvid or pennfudan}; STAGE=${STAGE:?STAGE=train, compare or all}
 [ "$STAGE" = all ] && TRAIN_SECONDS=${TRAIN_SECONDS:-230}
 if [ -z "${LOCAL:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
+  # aihwkit: the slim tarball if carried (examples/reproduce/slim_site.sh), else the wheel; other wheels by pip
+  mkdir -p /tmp/site
+  if [ -f .gpucarry/aihwkit_site.tar.xz ]; then tar xJf .gpucarry/aihwkit_site.tar.xz -C /tmp/site || exit 1; fi
+  if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
+  fi
 fi
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 DEVICE=${DEVICE:-cuda}; OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 DATA=${DATA:-/tmp/data/$TASK}
-[ -e "$DATA" ] || python3 examples/reproduce/device_pack.py unpack ".gpucarry/$TASK.pack.tar" "$DATA" || exit 1
+PACK=${PACK:-.gpucarry/$TASK.pack.tar}  # or a thinned pack (device_pack.py thin) for the compare stage
+[ -e "$DATA" ] || python3 examples/reproduce/device_pack.py unpack "$PACK" "$DATA" || exit 1
 cli="python3 -m aihwkit_nabn"
 R=runs/$TASK; mkdir -p $R/train $R/logs
 case $TASK in
