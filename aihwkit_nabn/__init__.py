@@ -32,6 +32,7 @@ Drift-over-time evaluation (``evaluation/``)
     build_methods, MethodData, METHOD_NAMES                     -- methods by name
     Top1Accuracy, MeanIoU, DetectionAP                          -- metrics: metric(model) -> float (or dict of values)
     summarize, write_report                                     -- CSV / JSON / Markdown / PNG
+    paired_differences                                          -- per-chip method differences, t intervals
     Task, run_comparison, load_config, sweep_task               -- the task-agnostic comparison
 Tasks (``tasks/``)
     get_task, list_tasks, register_task                         -- "cifar10" (aihwkit_nabn.tasks.cifar10), ...
@@ -94,6 +95,7 @@ from .evaluation.methods import (
     standard_methods,
 )
 from .evaluation.metrics import DetectionAP, MeanIoU, Top1Accuracy
+from .evaluation.paired import paired_differences
 from .evaluation.report import summarize, write_report
 from .evaluation.sweep import SweepModel, run_sweep
 from .evaluation.task import Task
@@ -128,7 +130,7 @@ __all__ = [
     # evaluation/
     "run_sweep", "SweepModel", "Method", "Digital", "AnalogUncompensated", "GlobalDriftCompensated", "NoiseAwareBN",
     "BNFineTune", "standard_methods", "build_methods", "MethodData", "METHOD_NAMES", "Top1Accuracy", "MeanIoU", "DetectionAP", "summarize",
-    "write_report", "Task", "run_comparison", "load_config", "sweep_task",
+    "paired_differences", "write_report", "Task", "run_comparison", "load_config", "sweep_task",
     # tasks/
     "get_task", "list_tasks", "register_task",
     # errors

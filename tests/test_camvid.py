@@ -170,7 +170,7 @@ def test_reproduce_camvid_end_to_end_writes_every_file(tmp_path, tiny):
     assert all(0.0 <= r["value"] <= 100.0 for r in rows)
     by = {(r["method"], r["time_s"]): r for r in rows}
     assert by[("nabn", 1.0)]["unlabeled_samples"] == 4 and by[("bnft", 1.0)]["labeled_samples"] == 4
-    assert run["task"] == "camvid" and re.search(r"miou at last time", (out / "costs.md").read_text())
+    assert run["task"] == "camvid" and run["commit"] and re.search(r"miou at last time", (out / "costs.md").read_text())
     assert len(CLASSES) == 11
 
 
@@ -178,10 +178,15 @@ def test_train_and_hwa_from_the_command_line(tmp_path, tiny, capsys):
     from aihwkit_nabn import cli
 
     out = tmp_path / "u.pt"
-    status = cli.main(["train", "--task", "camvid", "--arch", "unet_small", "--width", "4", "--epochs", "2",
-                       "--batch-size", "3", "--data", str(tiny), "--out", str(out), "--device", "cpu", "--quiet"])
+    argv = ["train", "--task", "camvid", "--arch", "unet_small", "--width", "4", "--epochs", "2",
+            "--batch-size", "3", "--data", str(tiny), "--out", str(out), "--device", "cpu", "--quiet"]
+    # --stop-after-epochs: one epoch now (no checkpoint yet), the same command without it resumes
+    status = cli.main(argv + ["--stop-after-epochs", "1"])
     result = json.loads(capsys.readouterr().out)
-    assert status == 0 and result["finished"] and 0.0 <= result["val_miou"] <= 100.0
+    assert status == 0 and not result["finished"] and result["epochs_done"] == 1 and not out.exists()
+    status = cli.main(argv)
+    result = json.loads(capsys.readouterr().out)
+    assert status == 0 and result["finished"] and result["epochs_done"] == 2 and 0.0 <= result["val_miou"] <= 100.0
     model, meta = nb.load_checkpoint(out)
     assert meta["task"] == "camvid" and meta["hparams"]["optimizer"] == "AdamW" and len(meta["history"]) == 2
     assert 0.0 <= meta["test_miou"] <= 100.0 and len(meta["test_iou"]) == len(CLASSES)

@@ -1,4 +1,4 @@
-"""Summaries of sweep rows: mean and standard deviation over chips, as CSV, JSON, Markdown and a plot."""
+"""Summaries of sweep rows: mean and standard deviation over chips (and paired differences), as CSV, JSON, Markdown and plots."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from matplotlib.figure import Figure
 
 from ..analog.times import time_label
+from .paired import write_paired
 
 
 def summarize(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
@@ -104,7 +105,9 @@ def _plot_metric(axes: Sequence[Any], summary: Sequence[Mapping[str, Any]], mode
 
 
 def write_report(rows: Sequence[Mapping[str, Any]], out_dir: Union[str, Path], title: Optional[str] = None) -> Dict[str, Path]:
-    """Write ``rows.json``, ``summary.csv``, ``summary.json``, ``summary.md`` and ``sweep.png``; return their paths."""
+    """Write ``rows.json``, ``summary.csv``, ``summary.json``, ``summary.md`` and ``sweep.png``, and the paired
+    per-chip differences (:func:`~aihwkit_nabn.evaluation.paired.write_paired`: ``paired.*``,
+    ``loss_vs_digital.png``); return their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(rows)
@@ -117,4 +120,5 @@ def write_report(rows: Sequence[Mapping[str, Any]], out_dir: Union[str, Path], t
         writer.writerows(summary)
     paths["summary.md"].write_text(markdown_table(summary))
     plot_sweep(summary, paths["sweep.png"], title)
+    paths.update(write_paired(rows, out_dir, title))
     return paths

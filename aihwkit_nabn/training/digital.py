@@ -56,6 +56,7 @@ def fit_classifier(
     eval_key: str = "test_acc",
     train_step: Optional[Callable[[nn.Module, Any, Any], Tuple[Tensor, Optional[Tensor]]]] = None,
     optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None,
+    cudnn_benchmark: bool = True,
 ) -> Dict[str, Any]:
     """Train ``model`` in place with SGD + warmup/cosine LR, testing after every epoch.
 
@@ -85,6 +86,8 @@ def fit_classifier(
             (e.g. a detector, which returns its losses in training mode).
         optimizer: ``fn(params, lr=..., weight_decay=...)`` instead of SGD with ``momentum``/``nesterov``
             (e.g. ``torch.optim.AdamW``); the schedule is the same.
+        cudnn_benchmark: cuDNN autotuning on CUDA (default True: fixed input shapes); False for inputs
+            whose shape changes from batch to batch.
 
     Returns:
         dict with ``top1`` (the last test metric), ``history``, ``seconds``, ``epochs``, ``seed``,
@@ -95,8 +98,10 @@ def fit_classifier(
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
     if cuda:
-        # Fixed input shapes: let cuDNN pick the fastest kernels; TF32 for any fp32 matmul.
-        torch.backends.cudnn.benchmark = True
+        # Fixed input shapes: let cuDNN pick the fastest kernels (``cudnn_benchmark``); TF32 for any fp32 matmul.
+        # Inputs of varying shape (a detector's multi-scale resize) must turn it off: every new shape is
+        # autotuned again.
+        torch.backends.cudnn.benchmark = cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     steps_per_epoch = max(1, n_train // batch_size)
