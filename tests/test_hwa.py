@@ -263,6 +263,7 @@ def test_hwa_checkpoint_is_plain_with_meta_and_digital_weights(hwa_run):
     blob = torch.load(path, map_location="cpu", weights_only=True)
     hwa, meta = blob["hwa"], blob["meta"]
     assert blob["arch"] == "resnet20" and hwa["preset"] == "TorchHWAPreset"
+    assert hwa["format"] == "aihwkit-nabn/hwa/v1"  # a modified preset: the full form, rebuildable without it
     assert hwa["tiles"].keys() == result["input_ranges"].keys()
     assert all(hwa["tiles"][k]["input_range"] == v for k, v in result["input_ranges"].items())
     assert all(t["out_scales"].dim() == 1 for t in hwa["tiles"].values())
@@ -300,6 +301,20 @@ def test_default_preset_roundtrip_and_save_errors(tmp_path):
     path = save_hwa_checkpoint(tmp_path / "h.pt", model, "resnet20", {"note": "untrained"})
     rebuilt, meta = load_hwa_model(path)  # default TorchHWAPreset
     assert meta == {"note": "untrained"}
+    # compact form: the converted weights are not stored twice, and come back bit for bit
+    blob = torch.load(path, weights_only=True)
+    assert blob["hwa"]["format"] == "aihwkit-nabn/hwa/v2" and blob["hwa"]["derived_keys"]
+    assert not set(blob["hwa"]["derived_keys"]) & set(blob["state_dict"])
+    digital, _ = load_checkpoint(path)
+    expected = convert_to_digital(model).state_dict()
+    assert digital.state_dict().keys() == expected.keys()
+    assert all(torch.equal(v, expected[k]) for k, v in digital.state_dict().items())
+    full = {**blob, "state_dict": digital.state_dict(), "hwa": {**blob["hwa"], "format": "aihwkit-nabn/hwa/v1"}}
+    torch.save(full, tmp_path / "full.pt")
+    assert path.stat().st_size < 0.7 * (tmp_path / "full.pt").stat().st_size
+    old, _ = load_hwa_model(tmp_path / "full.pt")  # the full v1 form still loads, to the same model
+    a, b = analog_state(old), analog_state(rebuilt)
+    assert all(torch.equal(a[k], b[k]) for k in a)
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.manual_seed(2)

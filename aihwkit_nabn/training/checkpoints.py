@@ -171,7 +171,11 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Tuple[nn.Modul
             wrong shapes).
     """
     blob = read_checkpoint(path, map_location)
-    state = blob["state_dict"]
+    # A compact HWA checkpoint stores its analog layers' weights once, in the analog state; imported here
+    # because hwa_checkpoint builds on this module.
+    from .hwa_checkpoint import digital_state_of  # pylint: disable=import-outside-toplevel
+
+    state = digital_state_of(blob, f"HWA checkpoint {str(path)!r}")
     model = check_model_state(blob["arch"], state, repr(str(path)), blob["meta"].get("model_kwargs"))
     model.load_state_dict(state, strict=True)
     if map_location is not None:

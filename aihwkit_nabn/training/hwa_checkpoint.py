@@ -4,7 +4,9 @@
 digital-equivalent weights as a registry-model state dict (so
 :func:`~aihwkit_nabn.training.checkpoints.load_checkpoint` reads it as a digital model too), the learned
 input range and output scales of every analog tile, the exact analog tensors, and meta.
-:func:`load_hwa_model` rebuilds the analog model from it exactly.
+:func:`load_hwa_model` rebuilds the analog model from it exactly. The analog layers' digital-equivalent
+weights are stored once (compact format v2: recomputed from the analog tensors on loading, bit for bit);
+full v1 files load too.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
+import torch
 from torch import nn
 
 from aihwkit.nn.conversion import convert_to_digital
@@ -26,12 +29,14 @@ from ..analog.presets import config_fields
 from ..errors import CheckpointError
 from ..utils.io import atomic_save, check_plain, plain
 from .checkpoints import CHECKPOINT_FORMAT, check_model_state, load_checkpoint, read_checkpoint
-from .registry import MODELS, list_models
+from .registry import MODELS, create_model, list_models
 
-__all__ = ["save_hwa_checkpoint", "load_hwa_model", "HWA_FORMAT"]
+__all__ = ["save_hwa_checkpoint", "load_hwa_model", "HWA_FORMAT", "HWA_FORMATS", "digital_state_of"]
 
 PathLike = Union[str, os.PathLike]
-HWA_FORMAT = "aihwkit-nabn/hwa/v1"
+HWA_FORMAT_FULL = "aihwkit-nabn/hwa/v1"
+HWA_FORMAT = "aihwkit-nabn/hwa/v2"
+HWA_FORMATS = (HWA_FORMAT_FULL, HWA_FORMAT)
 
 
 def save_hwa_checkpoint(path: PathLike, analog_model: nn.Module, arch: str,
@@ -45,6 +50,12 @@ def save_hwa_checkpoint(path: PathLike, analog_model: nn.Module, arch: str,
     tile: learned ``input_range`` and ``out_scales``), ``analog_state`` (every tensor of the analog
     model, for an exact rebuild), ``digital_layers``, ``preset`` (class name) and ``rpu_config``
     (its :func:`~aihwkit_nabn.analog.presets.config_fields`; default: the tiles' own configuration).
+
+    Compact form (format ``aihwkit-nabn/hwa/v2``): the analog layers' digital-equivalent weights are not
+    stored twice but recomputed on loading from ``analog_state`` (:func:`digital_state_of`), which halves
+    the file. It is used only when that recomputation, done here on the CPU, gives the same tensors bit for
+    bit (and the tiles use an unmodified ``TorchHWAPreset``, which the rebuild needs); otherwise the full
+    ``aihwkit-nabn/hwa/v1`` form is written.
 
     Raises:
         CheckpointError: unknown ``arch``, a model that has been programmed (its weights are then
@@ -79,10 +90,53 @@ def save_hwa_checkpoint(path: PathLike, analog_model: nn.Module, arch: str,
                   for n, t in tiles},
         "analog_state": analog_state(analog_model),
     }
-    check_plain(hwa, "hwa")
+    blob = {"format": CHECKPOINT_FORMAT, "arch": arch, "state_dict": state, "meta": meta, "hwa": hwa}
+    blob = _compact(blob, state, meta.get("model_kwargs"))
+    check_plain(blob["hwa"], "hwa")
     path = Path(path)
-    atomic_save({"format": CHECKPOINT_FORMAT, "arch": arch, "state_dict": state, "meta": meta, "hwa": hwa}, path)
+    atomic_save(blob, path)
     return path
+
+
+def _compact(blob: Dict[str, Any], state: Dict[str, Any], model_kwargs: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Return ``blob`` in the compact v2 form if rebuilding the digital weights from the analog state is
+    exact, else in the full v1 form."""
+    hwa = blob["hwa"]
+    if config_fields(TorchHWAPreset()) != hwa["rpu_config"]:
+        return {**blob, "hwa": {**hwa, "format": HWA_FORMAT_FULL}}
+    # The keys that the analog state does not hold as they are: the analog layers' converted weights.
+    derived = sorted(k for k, v in state.items()
+                     if k not in hwa["analog_state"] or not torch.equal(hwa["analog_state"][k], v))
+    kwargs = {**MODELS.get(blob["arch"]).kwargs_from_state(state), **dict(model_kwargs or {})}
+    compact = {**blob, "state_dict": {k: v for k, v in state.items() if k not in derived},
+               "hwa": {**hwa, "format": HWA_FORMAT, "derived_keys": derived, "model_kwargs": plain(kwargs)}}
+    try:
+        rebuilt = digital_state_of(compact, "the checkpoint being saved")
+    except CheckpointError:
+        rebuilt = None
+    if rebuilt is None or set(rebuilt) != set(state) or not all(
+            rebuilt[k].dtype == state[k].dtype and torch.equal(rebuilt[k], state[k]) for k in state):
+        return {**blob, "hwa": {**hwa, "format": HWA_FORMAT_FULL}}
+    return compact
+
+
+def digital_state_of(blob: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """Return the full digital-equivalent state dict of a checkpoint blob (as read by ``read_checkpoint``):
+    its ``state_dict`` as stored, or, for a compact HWA checkpoint (v2), with the analog layers' weights
+    recomputed from the exact analog state (aihwkit's ``convert_to_digital`` on the rebuilt model, CPU).
+
+    Raises:
+        CheckpointError: a compact checkpoint whose analog state does not rebuild (another layout).
+    """
+    hwa = blob.get("hwa")
+    if not isinstance(hwa, dict) or hwa.get("format") != HWA_FORMAT:
+        return blob["state_dict"]
+    skeleton = create_model(blob["arch"], **dict(hwa.get("model_kwargs") or {}))
+    analog = to_analog(skeleton, TorchHWAPreset(), digital_layers=hwa.get("digital_layers", []), accelerate=False)
+    load_analog_state(analog, hwa["analog_state"], where)
+    digital = convert_to_digital(analog).cpu()
+    rebuilt = {k: v.detach().cpu().contiguous() for k, v in digital.state_dict().items()}
+    return {**rebuilt, **blob["state_dict"]}
 
 
 def load_hwa_model(path: PathLike, rpu_config: Optional[TorchInferenceRPUConfig] = None, *,
@@ -106,7 +160,7 @@ def load_hwa_model(path: PathLike, rpu_config: Optional[TorchInferenceRPUConfig]
     """
     blob = read_checkpoint(path)
     hwa = blob.get("hwa")
-    if not isinstance(hwa, dict) or hwa.get("format") != HWA_FORMAT:
+    if not isinstance(hwa, dict) or hwa.get("format") not in HWA_FORMATS:
         raise CheckpointError(f"{str(path)!r} is not an HWA checkpoint (no {HWA_FORMAT!r} 'hwa' section); "
                               "train one with aihwkit_nabn.train_hwa / `aihwkit-nabn hwa`")
     if rpu_config is None:

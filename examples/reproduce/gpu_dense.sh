@@ -12,7 +12,7 @@
 # all:     train, then compare, in one call (TRAIN_SECONDS defaults to 230 there: see the probe below).
 # compare: HWA fine-tuning of chosen.pt ($HWA_EPOCHS, once), then `reproduce $TASK` (journaled: a call
 #          that runs out of time resumes in the next), then the prediction figure.
-# env: CALL_SECONDS (550), EPOCHS (at most, with TRAIN_SECONDS), TRAIN_SECONDS, MIN_EPOCHS, HWA_SECONDS, CANDIDATES, HWA_EPOCHS, HWA_FLAGS, REPRODUCE_SET, FIGURE_FLAGS, DEVICE,
+# env: PARTS_PARALLEL ("main;retention,calib_size": the groups of parts run side by side), CALL_SECONDS (550), EPOCHS (at most, with TRAIN_SECONDS), TRAIN_SECONDS, MIN_EPOCHS, HWA_SECONDS, CANDIDATES, HWA_EPOCHS, HWA_FLAGS, REPRODUCE_SET, FIGURE_FLAGS, DEVICE,
 #      DATA (an unpacked copy), LOCAL=1 (no wheel install)
 set -uo pipefail
 start=$SECONDS; budget=${CALL_SECONDS:-550}
@@ -116,11 +116,23 @@ if [ ! -f $R/hwa.pt ]; then
   tail -n 3 $R/logs/hwa.log
 fi
 if [ -f $R/hwa.pt ]; then
-  # shellcheck disable=SC2086
-  timeout $(( $(left) - 60 )) $cli reproduce $TASK --data "$DATA" --out $R/reproduce --device $DEVICE --quiet \
-    --set "models.$arch_default.digital=\"$R/chosen.pt\"" --set "models.$arch_default.hwa=\"$R/hwa.pt\"" \
-    ${REPRODUCE_SET:-} >> $R/logs/reproduce.log 2>&1
-  rc=$?; echo "reproduce rc=$rc" | tee -a $R/logs/reproduce.log
+  # The parts of the comparison run side by side (one small model leaves the GPU mostly idle), each in its own
+  # journaled folder under $R/parts/, merged into $R/reproduce once all have finished.
+  IFS=';' read -ra groups <<< "${PARTS_PARALLEL:-main;retention,calib_size}"
+  pids=()
+  for i in "${!groups[@]}"; do
+    # shellcheck disable=SC2086
+    timeout $(( $(left) - 60 )) $cli reproduce $TASK --parts "${groups[$i]}" --data "$DATA" --out $R/parts/$i \
+      --device $DEVICE --quiet --set "models.$arch_default.digital=\"$R/chosen.pt\"" \
+      --set "models.$arch_default.hwa=\"$R/hwa.pt\"" ${REPRODUCE_SET:-} >> $R/logs/reproduce_$i.log 2>&1 &
+    pids+=($!)
+  done
+  rc=0; for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
+  echo "reproduce rc=$rc" | tee -a $R/logs/reproduce.log
+  if [ $rc = 0 ]; then
+    python3 examples/reproduce/merge_comparison.py $R/reproduce $(for i in "${!groups[@]}"; do echo $R/parts/$i; done) \
+      >> $R/logs/reproduce.log 2>&1 || rc=1
+  fi
   if [ $rc = 0 ]; then
     python3 $figure --model $R/chosen.pt --data "$DATA" --device $DEVICE --out $R/reproduce/$fig_out ${FIGURE_FLAGS:-} \
       >> $R/logs/figure.log 2>&1 && echo "compare done"
@@ -128,8 +140,8 @@ if [ -f $R/hwa.pt ]; then
 fi
 [ -f $R/hwa.pt ] && rm -f $R/hwa.pt.resume.pt  # kept (and brought back) only while HWA is unfinished
 if [ "$STAGE" = all ]; then  # everything the next call resumes from
-  bring_back ${TASK}_all $R/chosen.pt $R/chosen.pt.selection.json $R/train/*.log.jsonl $R/logs $R/reproduce $R/hwa.pt*
+  bring_back ${TASK}_all $R/chosen.pt $R/chosen.pt.selection.json $R/train/*.log.jsonl $R/logs $R/parts $R/reproduce $R/hwa.pt*
 else
-  bring_back ${TASK}_compare $R/logs $R/reproduce $R/hwa.pt*
+  bring_back ${TASK}_compare $R/logs $R/parts $R/reproduce $R/hwa.pt*
 fi
 exit 0
