@@ -176,3 +176,125 @@ def test_merge_comparison_joins_per_model_folders(tiny_setup, tmp_path):
         assert (tmp_path / "merged" / name).stat().st_size > 0, name
     with pytest.raises(SystemExit, match="did not finish"):
         merge.main([str(tmp_path / "m2"), str(tmp_path / "nothing_here")])
+
+
+def test_a_held_out_val_split_is_disjoint_stratified_and_seeded():
+    from aihwkit_nabn.tasks.cifar10.data import split_off_val
+
+    labels = torch.arange(10).repeat_interleave(20)  # 10 classes x 20
+    keep, val = split_off_val(labels, 50)
+    assert len(val) == 50 and len(keep) == 150 and not set(keep.tolist()) & set(val.tolist())
+    assert torch.bincount(labels[val]).tolist() == [5] * 10
+    assert torch.equal(val, torch.sort(val).values) and torch.equal(split_off_val(labels, 50)[1], val)
+    assert not torch.equal(split_off_val(labels, 50, seed=1)[1], val)
+    with pytest.raises(ValueError, match="val_samples"):
+        split_off_val(labels, 200)
+
+
+def test_the_comparison_on_the_val_split_names_its_rows_and_never_calibrates_on_val(tiny_setup):
+    tmp_path, config = tiny_setup
+    config = load_config(CIFAR10.default_config, {
+        **config_overrides(tiny_setup),
+        "data.val_samples": 20, "data.eval_split": "val", "data.test_samples": 0, "data.calib_samples": 16,
+        "calib_size.models": [], "retention.models": []})
+    run = run_comparison(CIFAR10, config, tmp_path / "val", parts=("main",), progress=False, command="test")
+    rows = json.loads((tmp_path / "val" / "main" / "rows.json").read_text())
+    assert {r["metric"] for r in rows} == {"val_top1"} and run["config"]["data"]["eval_split"] == "val"
+    task = type(CIFAR10)(config["data"]["source"]).with_val_split(20)  # as the comparison builds it
+    train_x, _ = task.split("train")
+    val_x, val_y = task.split("val")
+    assert len(train_x) == 60 and len(val_x) == 20 and torch.bincount(val_y).tolist() == [2] * 10
+    calib = torch.cat([b for b in task.calibration_data(16, seed=0, batch_size=8)])
+    val_set = {tuple(v.flatten()[:64].tolist()) for v in val_x}
+    # calibration views are augmented crops: compare the images they came from
+    idx = task.training_subset(16, seed=0)
+    assert all(tuple(train_x[i].flatten()[:64].tolist()) not in val_set for i in idx.tolist())
+    assert len(calib) == 16
+    with pytest.raises(ConfigError, match="val split"):
+        type(CIFAR10)(config["data"]["source"]).split("val")
+    with pytest.raises(ConfigError, match="eval_split"):
+        load_config(CIFAR10.default_config, {"data.eval_split": "train"})
+
+
+def config_overrides(tiny_setup):
+    tmp_path, _ = tiny_setup
+    return {
+        "data.source": str(tmp_path / "cifar"), "data.test_samples": 20, "data.calib_samples": 16,
+        "data.labeled_samples": 16, "data.batch_size": 10, "hardware.input_range_samples": 16,
+        "models": {"r20": {"digital": str(tmp_path / "r20.pt"), "hwa": str(tmp_path / "r20_hwa.pt")}},
+        "sweep.times": ["1s"], "sweep.chips": 1, "bnft.steps": 2, "bnft.batch_size": 8, "device": "cpu",
+    }
+
+
+def test_training_on_the_rest_evaluates_val_every_epoch_and_test_once(tmp_path, monkeypatch):
+    from aihwkit_nabn.tasks.cifar10 import train_baseline
+
+    monkeypatch.setenv("AIHWKIT_NABN_CACHE", str(tmp_path / "cache"))
+    data = _tiny_cifar(tmp_path / "cifar")
+    out = tmp_path / "r.pt"
+    result = train_baseline("resnet20", epochs=1, out_path=out, data_source=data, device="cpu", batch_size=16,
+                            val_samples=20, progress=False)
+    meta = result["meta"]
+    assert meta["val_samples"] == 20 and meta["n_train"] == 60 and meta["n_test"] == 40
+    assert set(meta["history"][0]) == {"epoch", "val_acc", "train_loss"} and meta["val_accuracy"] == result["top1"]
+    assert 0.0 <= meta["accuracy"] <= 100.0 and meta["hparams"]["val_samples"] == 20
+    assert "val_samples=20" in meta["command"]
+    # a resume state of another split is refused
+    out2 = tmp_path / "r2.pt"
+    train_baseline("resnet20", epochs=2, out_path=out2, data_source=data, device="cpu", batch_size=16,
+                   val_samples=20, progress=False, stop_after_epochs=1)
+    with pytest.raises(Exception, match="val_samples"):
+        train_baseline("resnet20", epochs=2, out_path=out2, data_source=data, device="cpu", batch_size=16,
+                       val_samples=10, progress=False)
+
+
+def test_fresh_labeled_views_change_every_pass_and_repeat_under_the_same_seed(tiny_setup):
+    from aihwkit_nabn.tasks.cifar10.task import FreshViewBatches
+
+    tmp_path, config = tiny_setup
+    task = type(CIFAR10)(config["data"]["source"])
+    data = task.labeled_data(16, seed=1, batch_size=8, fresh_views=True)
+    assert isinstance(data, FreshViewBatches) and len(data) == 2
+    torch.manual_seed(3)
+    first, second = [torch.cat([x for x, _ in data]) for _ in range(2)]
+    assert not torch.equal(first, second)  # another augmentation and order each pass
+    torch.manual_seed(3)
+    assert torch.equal(torch.cat([x for x, _ in data]), first)  # ... yet reproducible
+    labels = torch.cat([y for _, y in data])
+    assert sorted(labels.tolist()) == sorted(task.split("train")[1][task.training_subset(16, seed=1)].tolist())
+    assert not get_task("camvid").supports_fresh_views
+
+
+def test_bnft_with_fresh_views_and_label_smoothing_is_recorded(tiny_setup):
+    tmp_path, _ = tiny_setup
+    config = load_config(CIFAR10.default_config, {
+        **config_overrides(tiny_setup), "sweep.methods": ["bnft"], "bnft.fresh_views": True,
+        "bnft.label_smoothing": 0.1, "calib_size.models": [], "retention.models": []})
+    run_comparison(CIFAR10, config, tmp_path / "ft", parts=("main",), progress=False, command="test")
+    recorded = json.loads((tmp_path / "ft" / "main" / "sweep_config.json").read_text())
+    text = json.dumps(recorded)
+    assert "FreshViewBatches" in text and "label_smoothing=0.1" in text
+    with pytest.raises(ConfigError, match="true or false"):
+        load_config(CIFAR10.default_config, {"bnft.fresh_views": 1})
+
+
+def test_bnft_sweep_chooses_on_val_only(tiny_setup):
+    import importlib.util
+    from pathlib import Path
+
+    tmp_path, _ = tiny_setup
+    script = Path(__file__).resolve().parents[1] / "examples" / "reproduce" / "bnft_sweep.py"
+    spec = importlib.util.spec_from_file_location("bnft_sweep", script)
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    sets = [f"{k}={json.dumps(v)}" for k, v in config_overrides(tiny_setup).items() if k != "models"]
+    sets += [f'models.r20.digital="{tmp_path / "r20.pt"}"', f'models.r20.hwa="{tmp_path / "r20_hwa.pt"}"']
+    sets = [arg for item in sets for arg in ("--set", item)]
+    out = tmp_path / "sweep"
+    sweep.main(["--out", str(out), "--model", "r20", "--steps", "1,2", "--lrs", "1e-3", "--smoothing", "0",
+                "--fresh", "0,1", "--time", "1s", "--chips", "2", "--val-samples", "20", "--quiet", *sets])
+    record = json.loads((out / "bnft_sweep.json").read_text())
+    assert len(record["settings"]) == 4 and record["chosen"] in {s["setting"] for s in record["settings"]}
+    assert all(s["n_chips"] == 2 and s["ci_low"] is not None for s in record["settings"])
+    rows = read_rows(out / record["chosen"] / "main" / "rows.csv")
+    assert {r["metric"] for r in rows} == {"val_top1"}  # measured on val, never on test

@@ -37,7 +37,7 @@ from .costs import method_costs, plot_accuracy_vs_cost, write_costs
 from .methods import HWA_METHODS, METHOD_NAMES, Method, MethodData, NoiseAwareBN, build_method, check_method_names
 from .report import write_report
 from .sweep import SweepModel, run_sweep
-from .task import Task
+from .task import EVAL_SPLITS, Task
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -86,6 +86,12 @@ def _part_models(name: str, value: Any) -> List[str]:
     return _str_list(name, value, nonempty=False)
 
 
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def _methods(name: str, value: Any) -> List[str]:
     try:
         return check_method_names(_str_list(name, value))
@@ -97,10 +103,12 @@ def _methods(name: str, value: Any) -> List[str]:
 SCHEMA: Dict[str, Dict[str, Callable[[str, Any], Any]]] = {
     "": {"title": check_str, "seed": _int(0), "device": check_str},
     "data": {"source": check_str, "test_samples": _int(0), "calib_samples": _int(2), "labeled_samples": _int(1),
-             "batch_size": _int(1)},
+             "batch_size": _int(1), "val_samples": _int(0),
+             "eval_split": lambda n, v: check_choice(n, v, EVAL_SPLITS)},
     "hardware": {"preset": lambda n, v: check_choice(n, v, ("hwa", "pcm")), "input_range_samples": _int(1)},
     "sweep": {"times": _times, "chips": _int(1), "methods": _methods},
-    "bnft": {"steps": _int(1), "lr": _positive_float, "batch_size": _int(1)},
+    "bnft": {"steps": _int(1), "lr": _positive_float, "batch_size": _int(1), "fresh_views": _bool,
+             "label_smoothing": lambda n, v: check_float(n, v, minimum=0.0)},
     "retention": {"models": _part_models, "calibrate_at": _times, "times": _times, "chips": _int(1)},
     "calib_size": {"models": _part_models, "sizes": _int_list, "time": _time, "chips": _int(1)},
 }
@@ -217,6 +225,29 @@ def _inference_config(name: str) -> Any:
     return hwa_inference_config() if name == "hwa" else PCMInferencePreset()
 
 
+class _SmoothedCrossEntropy(torch.nn.CrossEntropyLoss):
+    """Cross-entropy with label smoothing whose repr names the smoothing (the sweep records it)."""
+
+    def extra_repr(self) -> str:
+        return f"label_smoothing={self.label_smoothing}"
+
+
+class _OnVal:
+    """A task's metric evaluated on the val split, its values named ``val_<name>`` so that rows measured on
+    validation images can never pass for test numbers."""
+
+    def __init__(self, metric: Any):
+        self._metric = metric
+        self.name = f"val_{metric.name}"
+        names = getattr(metric, "names", None)
+        self.names = tuple(f"val_{n}" for n in names) if names else None
+        self.samples = getattr(metric, "samples", None)
+
+    def __call__(self, model: torch.nn.Module) -> Any:
+        result = self._metric(model)
+        return {f"val_{k}": v for k, v in result.items()} if self.names else result
+
+
 class Comparison:
     """Everything the parts of a comparison share: the task's data, models on the device, method data."""
 
@@ -224,6 +255,9 @@ class Comparison:
                  progress: bool = True):
         if task.source is None and config["data"].get("source"):
             task = type(task)(resolve_path(config["data"]["source"], base))  # the config's data, unless given
+        if int(config["data"].get("val_samples", 0)):
+            # Held out of the training split: the calibration and fine-tuning subsets come from the rest.
+            task = task.with_val_split(int(config["data"]["val_samples"]))
         self.task = task
         self.config = config
         self.base = base
@@ -232,8 +266,12 @@ class Comparison:
         data = config["data"]
         self.seed = int(config.get("seed", 0))
         batch = int(data.get("batch_size", 500))
+        # data.eval_split = "val": the whole comparison on the validation split, where choices are made
+        self.eval_split = data.get("eval_split", "test")
         self.metric = task.test_metric(int(data.get("test_samples", 0)), seed=self.seed, batch_size=batch,
-                                       device=self.device)
+                                       device=self.device, split=self.eval_split)
+        if self.eval_split == "val":
+            self.metric = _OnVal(self.metric)
         # Calibration and fine-tuning data come only from the training split, as fixed class-balanced subsets
         # seen in the training view; calibration takes prefixes of the largest set any part needs.
         self.calib_samples = int(data["calib_samples"])
@@ -243,12 +281,22 @@ class Comparison:
         self.calib = task.calibration_data(n_calib, seed=self.seed, batch_size=min(batch, 256), device=self.device)
         bnft = config.get("bnft", {})
         self.labeled_samples = int(data["labeled_samples"])
+        fresh = bool(bnft.get("fresh_views", False))
+        if fresh and not task.supports_fresh_views:
+            raise ConfigError(f"bnft.fresh_views: task {task.name} has fixed labeled views only")
         self.labeled = task.labeled_data(self.labeled_samples, seed=self.seed + 1,
-                                         batch_size=int(bnft.get("batch_size", 128)), device=self.device)
+                                         batch_size=int(bnft.get("batch_size", 128)), device=self.device,
+                                         **({"fresh_views": True} if fresh else {}))
+        bnft_loss = task.bnft_loss()
+        smoothing = float(bnft.get("label_smoothing", 0.0))
+        if smoothing:
+            if bnft_loss is not None:
+                raise ConfigError(f"bnft.label_smoothing: task {task.name} fine-tunes on its own loss")
+            bnft_loss = _SmoothedCrossEntropy(label_smoothing=smoothing)
         self.method_data = MethodData(
             calib=self.calib, calib_samples=self.calib_samples, labeled=self.labeled,
             labeled_samples=self.labeled_samples, bnft_steps=int(bnft.get("steps", 200)),
-            bnft_lr=float(bnft.get("lr", 1e-3)), bnft_loss=task.bnft_loss(),
+            bnft_lr=float(bnft.get("lr", 1e-3)), bnft_loss=bnft_loss,
             calibrate_kwargs=task.calibrate_kwargs(), finetune_kwargs=task.finetune_kwargs(),
         )
         self.n_test = getattr(self.metric, "samples", None)
@@ -296,6 +344,14 @@ class Comparison:
                     "labeled_samples": self.labeled_samples,
                     "hardware_preset": hardware.get("preset", "hwa"),
                     "input_ranges_for_non_hwa_models": "aihwkit calibrate_input_ranges (CACHE_QUANTILE) on training images"}
+        # recorded only when used, so that journals written before these options existed still resume
+        data, bnft = self.config["data"], self.config.get("bnft", {})
+        if data.get("val_samples"):
+            settings["val_samples_held_out"] = int(data["val_samples"])
+        if self.eval_split != "test":
+            settings["eval_split"] = self.eval_split
+        if bnft.get("fresh_views"):
+            settings["labeled_views"] = "augmented anew on every pass (FreshViewBatches)"
         rows = run_sweep(models, methods, self.metric, out_dir=out_dir, times=times, n_chips=chips, seed=self.seed,
                          device=self.device, progress=self.progress, config=settings)
         write_report(rows, out_dir, title=f"{self.config.get('title', self.task.title)} — {part}")

@@ -26,7 +26,7 @@ from ..utils.batches import TensorBatches
 from ..utils.checks import check_float, check_int
 from ..utils.registry import canonical
 
-__all__ = ["Task", "Option", "int_option", "float_option"]
+__all__ = ["Task", "Option", "int_option", "float_option", "check_eval_split", "EVAL_SPLITS"]
 
 PathLike = Union[str, os.PathLike]
 Metric = Callable[[nn.Module], float]
@@ -46,6 +46,17 @@ class Option:
     help: str
     metavar: Optional[str] = None
     const: Any = None
+
+
+EVAL_SPLITS = ("test", "val")
+
+
+def check_eval_split(split: str) -> str:
+    """Return ``split`` if it is one a metric can be evaluated on (``test`` or ``val``), else raise
+    :class:`~aihwkit_nabn.errors.ConfigError` naming the choices."""
+    if split not in EVAL_SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
+    return split
 
 
 def int_option(minimum: int) -> Callable[[str], int]:
@@ -120,11 +131,24 @@ class Task(ABC):
 
     @abstractmethod
     def test_metric(self, samples: int = 0, *, seed: int = 0, batch_size: int = 500,
-                    device: Optional[torch.device] = None) -> Metric:
+                    device: Optional[torch.device] = None, split: str = "test") -> Metric:
         """Return ``metric(model) -> float`` on the test split (``samples``: a fixed stratified subset, 0: all).
 
-        The metric has ``name`` (the row's metric) and is evaluated with the model in eval mode.
+        ``split="val"`` evaluates on the validation split instead (where choices are made; see
+        :func:`check_eval_split`). The metric has ``name`` (the row's metric) and is evaluated with the
+        model in eval mode.
         """
+
+    def with_val_split(self, samples: int) -> "Task":
+        """Return a copy of this task whose training split holds ``samples`` fewer images, held out as its
+        ``val`` split (calibration and fine-tuning then draw from the rest only).
+
+        Raises:
+            ConfigError: the task has a validation split of its own (CamVid, Penn-Fudan): only tasks
+                without one (CIFAR-10) hold one out.
+        """
+        raise ConfigError(f"task {self.name} has a validation split of its own: data.val_samples is for tasks "
+                          "without one (cifar10)")
 
     @abstractmethod
     def calibration_data(self, samples: int, *, seed: int = 0, batch_size: int = 256,
@@ -139,6 +163,9 @@ class Task(ABC):
     def labeled_data(self, samples: int, *, seed: int = 1, batch_size: int = 128,
                      device: Optional[torch.device] = None) -> TensorBatches:
         """Return ``samples`` labeled training images as ``(x, y)`` batches for BN fine-tuning (training view)."""
+
+    #: Whether :meth:`labeled_data` can augment the labeled images anew on every pass (``fresh_views=True``).
+    supports_fresh_views: ClassVar[bool] = False
 
     def bnft_loss(self) -> Optional[Callable[[Any, Any], torch.Tensor]]:
         """Return the loss BN fine-tuning minimises (``None``: cross-entropy on the logits)."""

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..utils.io import atomic_save, check_plain, plain
+from .compact_state import digital_state_of
 from .registry import MODELS, create_model, list_models
 
 __all__ = [
@@ -171,10 +172,7 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Tuple[nn.Modul
             wrong shapes).
     """
     blob = read_checkpoint(path, map_location)
-    # A compact HWA checkpoint stores its analog layers' weights once, in the analog state; imported here
-    # because hwa_checkpoint builds on this module.
-    from .hwa_checkpoint import digital_state_of  # pylint: disable=import-outside-toplevel
-
+    # A compact HWA checkpoint stores its analog layers' weights once, in the analog state.
     state = digital_state_of(blob, f"HWA checkpoint {str(path)!r}")
     model = check_model_state(blob["arch"], state, repr(str(path)), blob["meta"].get("model_kwargs"))
     model.load_state_dict(state, strict=True)

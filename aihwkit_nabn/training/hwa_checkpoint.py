@@ -29,14 +29,12 @@ from ..analog.presets import config_fields
 from ..errors import CheckpointError
 from ..utils.io import atomic_save, check_plain, plain
 from .checkpoints import CHECKPOINT_FORMAT, check_model_state, load_checkpoint, read_checkpoint
-from .registry import MODELS, create_model, list_models
+from .compact_state import HWA_FORMAT, HWA_FORMAT_FULL, HWA_FORMATS, digital_state_of
+from .registry import MODELS, list_models
 
 __all__ = ["save_hwa_checkpoint", "load_hwa_model", "HWA_FORMAT", "HWA_FORMATS", "digital_state_of"]
 
 PathLike = Union[str, os.PathLike]
-HWA_FORMAT_FULL = "aihwkit-nabn/hwa/v1"
-HWA_FORMAT = "aihwkit-nabn/hwa/v2"
-HWA_FORMATS = (HWA_FORMAT_FULL, HWA_FORMAT)
 
 
 def save_hwa_checkpoint(path: PathLike, analog_model: nn.Module, arch: str,
@@ -118,25 +116,6 @@ def _compact(blob: Dict[str, Any], state: Dict[str, Any], model_kwargs: Optional
             rebuilt[k].dtype == state[k].dtype and torch.equal(rebuilt[k], state[k]) for k in state):
         return {**blob, "hwa": {**hwa, "format": HWA_FORMAT_FULL}}
     return compact
-
-
-def digital_state_of(blob: Dict[str, Any], where: str) -> Dict[str, Any]:
-    """Return the full digital-equivalent state dict of a checkpoint blob (as read by ``read_checkpoint``):
-    its ``state_dict`` as stored, or, for a compact HWA checkpoint (v2), with the analog layers' weights
-    recomputed from the exact analog state (aihwkit's ``convert_to_digital`` on the rebuilt model, CPU).
-
-    Raises:
-        CheckpointError: a compact checkpoint whose analog state does not rebuild (another layout).
-    """
-    hwa = blob.get("hwa")
-    if not isinstance(hwa, dict) or hwa.get("format") != HWA_FORMAT:
-        return blob["state_dict"]
-    skeleton = create_model(blob["arch"], **dict(hwa.get("model_kwargs") or {}))
-    analog = to_analog(skeleton, TorchHWAPreset(), digital_layers=hwa.get("digital_layers", []), accelerate=False)
-    load_analog_state(analog, hwa["analog_state"], where)
-    digital = convert_to_digital(analog).cpu()
-    rebuilt = {k: v.detach().cpu().contiguous() for k, v in digital.state_dict().items()}
-    return {**rebuilt, **blob["state_dict"]}
 
 
 def load_hwa_model(path: PathLike, rpu_config: Optional[TorchInferenceRPUConfig] = None, *,

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ...errors import ConfigError
 from ...evaluation.metrics import MeanIoU
-from ...evaluation.task import Option, PathLike, Task, float_option, int_option
+from ...evaluation.task import Option, PathLike, Task, check_eval_split, float_option, int_option
 from ...utils.batches import TensorBatches
 from .data import CLASSES, VOID, load_camvid, normalize
 from .models import logits_of
@@ -67,8 +67,8 @@ class CamVidTask(Task):
         return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
 
     def test_metric(self, samples: int = 0, *, seed: int = 0, batch_size: int = 32,
-                    device: Optional[torch.device] = None) -> MeanIoU:
-        images, labels = self.split("test")
+                    device: Optional[torch.device] = None, split: str = "test") -> MeanIoU:
+        images, labels = self.split(check_eval_split(split))
         idx = self._subset(samples, len(images), seed)
         batches = TensorBatches(images[idx], labels[idx], batch_size=batch_size, transform=normalize, device=device)
         return MeanIoU(batches, num_classes=len(CLASSES), ignore_index=VOID, output_fn=logits_of, samples=len(idx))

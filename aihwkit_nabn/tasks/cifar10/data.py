@@ -35,6 +35,8 @@ __all__ = [
     "load_cifar10",
     "normalize",
     "stratified_subset",
+    "split_off_val",
+    "VAL_SEED",
     "balanced_order",
 ]
 
@@ -298,6 +300,30 @@ def stratified_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tens
         perm = torch.randperm(len(members), generator=generator)
         chosen.append(members[perm[:k]])
     return torch.sort(torch.cat(chosen)).values
+
+
+#: Seed of the held-out validation split (:func:`split_off_val`), apart from the subsets' seeds.
+VAL_SEED = 20_200_703
+
+
+def split_off_val(labels: torch.Tensor, val_samples: int, seed: int = VAL_SEED) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Hold out a validation split from the training split: ``(train_idx, val_idx)``, both sorted.
+
+    ``val_idx`` is :func:`stratified_subset` of ``val_samples`` (the same count per class: 5,000 of
+    CIFAR-10's 50,000 training images are 500 per class), drawn with ``seed``; ``train_idx`` is every
+    other index. Every choice (epochs, learning rates, steps, calibration view or size) is made on the
+    validation images; calibration and fine-tuning draw from the rest only.
+
+    Raises:
+        ValueError: ``val_samples`` not in ``1 .. len(labels) - 1`` or more than a class can give.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.int64).cpu()
+    if not 0 < val_samples < len(labels):
+        raise ValueError(f"val_samples must be in 1..{len(labels) - 1}, got {val_samples}")
+    val = stratified_subset(labels, val_samples, seed=seed)
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[val] = False
+    return torch.nonzero(keep).flatten(), val
 
 
 def balanced_order(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:

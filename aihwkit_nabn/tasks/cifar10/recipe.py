@@ -21,7 +21,7 @@ from ...training.digital import fit_classifier
 from ...training.hwa import fit_hwa
 from ...training.hwa_checkpoint import save_hwa_checkpoint
 from ...training.registry import create_model
-from .data import load_cifar10
+from .data import VAL_SEED, load_cifar10, split_off_val
 from .views import CUTOUT_SIZE, draw_views, epoch_batches, normalize_on, training_view
 
 __all__ = ["evaluate_top1", "train_classifier", "train_baseline", "train_hwa", "train_hwa_cifar10",
@@ -60,11 +60,36 @@ def evaluate_top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return 100.0 * correct.item() / len(images)
 
 
-def _augmentation(cutout_size: int) -> Dict[str, Any]:
-    """The data settings recorded with the hyper-parameters (and checked on resume: ``cutout_size``)."""
-    return {"augmentation": "random crop (zero pad 4) + horizontal flip"
-                            + (f" + cutout {cutout_size}x{cutout_size}" if cutout_size > 0 else ""),
-            "cutout_size": cutout_size}
+def _augmentation(cutout_size: int, val_samples: int = 0) -> Dict[str, Any]:
+    """The data settings recorded with the hyper-parameters (and checked on resume: ``cutout_size`` and,
+    with a held-out validation split, ``val_samples``)."""
+    settings = {"augmentation": "random crop (zero pad 4) + horizontal flip"
+                                + (f" + cutout {cutout_size}x{cutout_size}" if cutout_size > 0 else ""),
+                "cutout_size": cutout_size}
+    if val_samples:
+        settings.update(val_samples=val_samples, val_seed=VAL_SEED,
+                        evaluated_on=f"{val_samples} held-out training images (split_off_val)")
+    return settings
+
+
+def _resume_keys(val_samples: int) -> tuple:
+    return ("cutout_size", "val_samples") if val_samples else ("cutout_size",)
+
+
+def _split(data_source: Optional[PathLike], cache_dir: Optional[PathLike], val_samples: int
+           ) -> "tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]":
+    """``(train_x, train_y, eval_x, eval_y, test_x, test_y)``: with ``val_samples``, training on the rest of
+    the training split and evaluating every epoch on the held-out images; else on the test split."""
+    train_x, train_y = load_cifar10("train", data_source, cache_dir)
+    test_x, test_y = load_cifar10("test", data_source, cache_dir)
+    if not val_samples:
+        return train_x, train_y, test_x, test_y, test_x, test_y
+    keep, val = split_off_val(train_y, val_samples)
+    return train_x[keep], train_y[keep], train_x[val], train_y[val], test_x, test_y
+
+
+def _history(result: Dict[str, Any], key: str) -> list:
+    return [{"epoch": h["epoch"], key: h[key], "train_loss": h["train_loss"]} for h in result["history"]]
 
 
 def _check_images(train_images: Tensor, train_labels: Tensor, test_images: Tensor, test_labels: Tensor) -> None:
@@ -122,9 +147,14 @@ def train_classifier(
     batch_size: int = 256,
     cutout_size: int = CUTOUT_SIZE,
     seed: int = 0,
+    val_samples: int = 0,
     **kwargs: Any,
 ) -> Dict[str, Any]:
     """Train a CIFAR classifier in place on uint8 images with the training view; test top-1 every epoch.
+
+    With ``val_samples`` (the size of a held-out validation split the caller made with
+    :func:`~.data.split_off_val`), ``test_images``/``test_labels`` are those validation images: the
+    history then records ``val_acc`` and the settings the split (checked on resume).
 
     ``train_images``/``test_images`` are uint8 ``[N, 3, 32, 32]``, labels int64 ``[N]``. Each epoch's
     batches follow :func:`~.views.epoch_batches` (shuffled and augmented from ``(seed, epoch)``, so a
@@ -137,8 +167,10 @@ def train_classifier(
     data = _EpochData(train_images, train_labels, test_images, test_labels, seed=seed, batch_size=batch_size,
                       cutout_size=cutout_size)
     return fit_classifier(model, epoch_batches=data.batches, n_train=len(train_images), evaluate=data.evaluate,
-                          epochs=epochs, batch_size=batch_size, seed=seed, data_hparams=_augmentation(cutout_size),
-                          data_resume_keys=("cutout_size",), **kwargs)
+                          epochs=epochs, batch_size=batch_size, seed=seed,
+                          data_hparams=_augmentation(cutout_size, val_samples),
+                          data_resume_keys=_resume_keys(val_samples),
+                          eval_key="val_acc" if val_samples else "test_acc", **kwargs)
 
 
 def range_init_batches(images: Tensor, *, batch_size: int, seed: int, device: torch.device,
@@ -166,9 +198,12 @@ def train_hwa(
     batch_size: int = 128,
     cutout_size: int = CUTOUT_SIZE,
     seed: int = 0,
+    val_samples: int = 0,
     **kwargs: Any,
 ) -> Dict[str, Any]:
     """Fine-tune an analog copy of a CIFAR classifier hardware-aware on uint8 images; the input is not modified.
+
+    ``val_samples``: as in :func:`train_classifier` (the evaluated images are a held-out validation split).
 
     Batches as in :func:`train_classifier` (training view, ``cutout_size``); the input ranges are
     initialised from :func:`range_init_batches`. The other keywords (``rpu_config``, ``lr``,
@@ -185,7 +220,8 @@ def train_hwa(
 
     return fit_hwa(digital_model, epoch_batches=data.batches, range_init_batches=init_batches,
                    n_train=len(train_images), evaluate=data.evaluate, epochs=epochs, batch_size=batch_size, seed=seed,
-                   data_hparams=_augmentation(cutout_size), data_resume_keys=("cutout_size",), **kwargs)
+                   data_hparams=_augmentation(cutout_size, val_samples), data_resume_keys=_resume_keys(val_samples),
+                   eval_key="val_acc" if val_samples else "test_acc", **kwargs)
 
 
 def train_baseline(
@@ -197,9 +233,14 @@ def train_baseline(
     seed: int = 0,
     device: Any = None,
     cache_dir: Optional[PathLike] = None,
+    val_samples: int = 0,
     **hparams: Any,
 ) -> Dict[str, Any]:
     """Train a registry model on CIFAR-10 (JPEG q75 copy) and save it with :func:`save_checkpoint`.
+
+    ``val_samples`` (e.g. 5000): hold that many training images out (:func:`~.data.split_off_val`), train on
+    the rest, evaluate on them after every epoch, and read the test split once, for the final model
+    (``accuracy`` in the meta; ``val_accuracy`` beside it). 0: train on all 50,000 and test every epoch.
 
     ``hparams`` go to :func:`train_classifier` (batch_size, lr, ...). ``log_path`` and
     ``resume_path`` default to ``<out_path>.log.jsonl`` and ``<out_path>.resume.pt``, so
@@ -218,22 +259,27 @@ def train_baseline(
     resume_path = hparams.pop("resume_path", str(out) + ".resume.pt")
     torch.manual_seed(seed)  # model initialisation depends on the seed only
     model = create_model(arch)
-    train_x, train_y = load_cifar10("train", data_source, cache_dir)
-    test_x, test_y = load_cifar10("test", data_source, cache_dir)
+    train_x, train_y, eval_x, eval_y, test_x, test_y = _split(data_source, cache_dir, val_samples)
     result = train_classifier(
-        model, train_x, train_y, test_x, test_y,
+        model, train_x, train_y, eval_x, eval_y,
         epochs=epochs, seed=seed, device=device, log_path=log_path, resume_path=resume_path,
-        **hparams,
+        val_samples=val_samples, **hparams,
     )
     if not result["finished"]:
         return {**result, "out_path": None, "meta": None}
+    key = "val_acc" if val_samples else "test_acc"
+    test_acc = evaluate_top1(model, test_x, test_y) if val_samples else result["top1"]  # the test split, once
+    if val_samples:
+        hparams = {**hparams, "val_samples": val_samples}
     args = ", ".join(f"{k}={v!r}" for k, v in sorted(hparams.items())
                      if k not in ("progress", "stop_after_epochs", "max_seconds"))
     command = (f"aihwkit_nabn.tasks.cifar10.train_baseline({arch!r}, epochs={epochs}, seed={seed}"
                + (f", {args}" if args else "") + f", out_path={out.name!r})")
     meta = {
         "arch": arch,
-        "accuracy": result["top1"],
+        "accuracy": test_acc,
+        **({"val_accuracy": result["top1"], "val_samples": val_samples, "val_seed": VAL_SEED,
+            "n_train": len(train_y)} if val_samples else {}),
         "epochs": epochs,
         "seed": seed,
         "hparams": result["hparams"],
@@ -243,8 +289,7 @@ def train_baseline(
         "torch_version": result["torch_version"],
         "dataset": DATASET_NAME,
         "n_test": len(test_y),
-        "history": [{"epoch": h["epoch"], "test_acc": h["test_acc"], "train_loss": h["train_loss"]}
-                    for h in result["history"]],
+        "history": _history(result, key),
     }
     save_checkpoint(out, model, arch, meta)
     return {**result, "out_path": str(out), "meta": meta}
@@ -252,8 +297,10 @@ def train_baseline(
 
 def train_hwa_cifar10(model: str, *, epochs: int, out_path: PathLike, data_source: Optional[PathLike] = None,
                       seed: int = 0, device: Any = None, cache_dir: Optional[PathLike] = None,
-                      command: Optional[str] = None, **hparams: Any) -> Dict[str, Any]:
+                      command: Optional[str] = None, val_samples: int = 0, **hparams: Any) -> Dict[str, Any]:
     """HWA-fine-tune a CIFAR-10 model and save its HWA checkpoint (the ``aihwkit-nabn hwa`` command).
+
+    ``val_samples``: as in :func:`train_baseline` (val every epoch, the test split once at the end).
 
     ``model`` is a registry name (its shipped weights) or a checkpoint path
     (:func:`~aihwkit_nabn.training.checkpoints.load_model_spec`). ``hparams`` go to
@@ -269,13 +316,18 @@ def train_hwa_cifar10(model: str, *, epochs: int, out_path: PathLike, data_sourc
     out = Path(out_path)
     hparams.setdefault("log_path", str(out) + ".log.jsonl")
     hparams.setdefault("resume_path", str(out) + ".resume.pt")
-    train_x, train_y = load_cifar10("train", data_source, cache_dir)
-    test_x, test_y = load_cifar10("test", data_source, cache_dir)
-    result = train_hwa(digital, train_x, train_y, test_x, test_y, epochs=epochs, seed=seed, device=device, **hparams)
+    train_x, train_y, eval_x, eval_y, test_x, test_y = _split(data_source, cache_dir, val_samples)
+    result = train_hwa(digital, train_x, train_y, eval_x, eval_y, epochs=epochs, seed=seed, device=device,
+                       val_samples=val_samples, **hparams)
     if not result["finished"]:
         return {**result, "out_path": None, "meta": None}
+    key = "val_acc" if val_samples else "test_acc"
+    # the test split once, for the final model (eval mode, unprogrammed); the epochs saw only val
+    test_acc = evaluate_top1(result["model"], test_x, test_y) if val_samples else result["top1"]
     meta = {
-        "arch": arch, "accuracy": result["top1"], "accuracy_kind": "HWA model, eval mode, unprogrammed, no drift",
+        "arch": arch, "accuracy": test_acc, "accuracy_kind": "HWA model, eval mode, unprogrammed, no drift",
+        **({"val_accuracy": result["top1"], "val_samples": val_samples, "val_seed": VAL_SEED,
+            "n_train": len(train_y)} if val_samples else {}),
         "digital_accuracy": source_meta.get("accuracy"), "source": str(model), "epochs": epochs, "seed": seed,
         "lr": result["hparams"]["lr"], "batch_size": result["hparams"]["batch_size"], "hparams": result["hparams"],
         "preset": result["preset"], "seconds": result["seconds"], "device": result["device"],
@@ -283,8 +335,7 @@ def train_hwa_cifar10(model: str, *, epochs: int, out_path: PathLike, data_sourc
         "input_range_fix": result["input_range_fix"], "dataset": DATASET_NAME, "n_test": len(test_y),
         "command": command or (f"aihwkit_nabn.tasks.cifar10.train_hwa_cifar10({str(model)!r}, epochs={epochs}, "
                                f"seed={seed}, out_path={out.name!r})"),
-        "history": [{"epoch": h["epoch"], "test_acc": h["test_acc"], "train_loss": h["train_loss"]}
-                    for h in result["history"]],
+        "history": _history(result, key),
     }
     save_hwa_checkpoint(out, result["model"], arch, meta, digital_layers=result["hparams"]["digital_layers"])
     return {**result, "out_path": str(out), "meta": meta}

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...evaluation.metrics import DetectionAP
-from ...evaluation.task import Option, PathLike, Task, float_option, int_option
+from ...evaluation.task import Option, PathLike, Task, check_eval_split, float_option, int_option
 from .data import load_pennfudan, normalize
 from .recipe import DATASET_NAME, train_detector, train_hwa_pennfudan
 from .views import fixed_views
@@ -134,8 +134,8 @@ class PennFudanTask(Task):
         return sorted(torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].tolist())
 
     def test_metric(self, samples: int = 0, *, seed: int = 0, batch_size: int = 4,
-                    device: Optional[torch.device] = None) -> DetectionAP:
-        images, boxes = self.split("test")
+                    device: Optional[torch.device] = None, split: str = "test") -> DetectionAP:
+        images, boxes = self.split(check_eval_split(split))
         idx = self._subset(samples, len(images), seed)
         data = self._batches([images[i] for i in idx], [boxes[i] for i in idx], batch_size, device)
         return DetectionAP(data, samples=len(idx))
