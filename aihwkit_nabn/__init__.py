@@ -15,6 +15,7 @@ Deployment on simulated chips (``analog/``)
     Chip, make_chips                                            -- programmed chips, drifted to time t
     check_drift_time, parse_time, time_label, DEFAULT_TIMES     -- drift times
     without_drift_compensation                                  -- raw drifted read-out, for comparison
+    noise_setting, list_noise_settings, GaussianWeightNoiseModel -- named noise settings from aihwkit's models
 aihwkit internals, version-gated (``_aihwkit/``)
     accelerate, restore_stock, is_accelerated, acceleration_report -- same physics, faster layout
     fused_report, set_fused, fused_enabled                      -- the fused CUDA kernels of accelerated layers
@@ -34,6 +35,7 @@ Drift-over-time evaluation (``evaluation/``)
     summarize, write_report                                     -- CSV / JSON / Markdown / PNG
     paired_differences                                          -- per-chip method differences, t intervals
     Task, run_comparison, load_config, sweep_task               -- the task-agnostic comparison
+    run_noise_table                                             -- the comparison under every noise setting
 Tasks (``tasks/``)
     get_task, list_tasks, register_task                         -- "cifar10" (aihwkit_nabn.tasks.cifar10), ...
 Errors (``errors``)
@@ -59,6 +61,7 @@ from ._aihwkit.input_range_fix import (
 )
 from .analog.chips import Chip, make_chips
 from .analog.compensation import without_drift_compensation
+from .analog.noise_settings import GaussianWeightNoiseModel, list_noise_settings, noise_setting
 from .analog.convert import conversion_report, format_conversion_report, to_analog
 from .analog.hwa_preset import HWA_PRESET_FIELDS, TorchHWAPreset, hwa_inference_config
 from .analog.presets import PCMInferencePreset, apply_overrides, pcm_inference_config
@@ -82,6 +85,7 @@ from .errors import (
     NonFiniteActivationError,
 )
 from .evaluation.comparison import load_config, run_comparison
+from .evaluation.noise_table import run_noise_table
 from .evaluation.methods import (
     METHOD_NAMES,
     AnalogUncompensated,
@@ -119,6 +123,7 @@ __all__ = [
     "PCMInferencePreset", "pcm_inference_config", "apply_overrides", "TorchHWAPreset", "hwa_inference_config",
     "HWA_PRESET_FIELDS", "to_analog", "conversion_report", "format_conversion_report", "Chip", "make_chips", "check_drift_time", "parse_time",
     "time_label", "DEFAULT_TIMES", "without_drift_compensation",
+    "noise_setting", "list_noise_settings", "GaussianWeightNoiseModel",
     # _aihwkit/
     "accelerate", "restore_stock", "is_accelerated", "acceleration_report", "fused_report", "set_fused",
     "fused_enabled", "input_range_fix",
@@ -131,6 +136,7 @@ __all__ = [
     "run_sweep", "SweepModel", "Method", "Digital", "AnalogUncompensated", "GlobalDriftCompensated", "NoiseAwareBN",
     "BNFineTune", "standard_methods", "build_methods", "MethodData", "METHOD_NAMES", "Top1Accuracy", "MeanIoU", "DetectionAP", "summarize",
     "paired_differences", "write_report", "Task", "run_comparison", "load_config", "sweep_task",
+    "run_noise_table",
     # tasks/
     "get_task", "list_tasks", "register_task",
     # errors

@@ -23,7 +23,8 @@ from .analog.convert import to_analog
 from .analog.times import parse_time, parse_times
 from .bn.calibrate import calibrate_bn
 from .errors import ConfigError, NABNError
-from .evaluation.comparison import PARTS, load_config, parse_overrides, run_comparison
+from .evaluation.comparison import PARTS, check_config, load_config, parse_overrides, run_comparison
+from .evaluation.noise_table import run_noise_table, setting_config
 from .evaluation.task import Option, Task
 from .evaluation.task_sweep import SWEEP_METHODS, sweep_task
 from .tasks import get_task, list_tasks
@@ -193,7 +194,9 @@ def build_parser(task: Optional[Task] = None) -> argparse.ArgumentParser:
                        description="Evaluate digital, analog, gdc, nabn, bnft, hwa, hwa+nabn and hwa+bnft over drift time on "
                                    "independent simulated chips, plus calibration retention and calibration-set size, "
                                    "with costs and plots. Every part is journaled and resumes where it stopped.")
-    p.add_argument("task", choices=list_tasks(), help="which comparison (its config ships with the task)")
+    p.add_argument("task", choices=list_tasks() + ["noise"],
+                   help="which comparison (its config ships with the task); 'noise': the noise-model table "
+                        "(aihwkit_nabn/tasks/cifar10/noise.toml: every [noise] setting x the main methods)")
     p.add_argument("--config", default=None, help="another TOML config file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set sweep.chips=1 --set 'sweep.times=[\"1s\",\"1y\"]'")
@@ -340,8 +343,25 @@ def prepare_sweep(args: argparse.Namespace, task: Task, argv: Sequence[str]) -> 
 
 def prepare_reproduce(args: argparse.Namespace, task: Task, argv: Sequence[str]) -> Work:
     """Check ``reproduce``'s arguments and config (every ``--set`` value); return the work."""
-    config_path = Path(args.config) if args.config else task.default_config
+    noise_table = args.task == "noise"
+    config_path = Path(args.config) if args.config else (
+        task.default_config.with_name("noise.toml") if noise_table else task.default_config)
     config = load_config(config_path, parse_overrides(args.set), base=Path.cwd())
+    if noise_table:
+        if not config.get("noise", {}).get("settings"):
+            raise ConfigError(f"{config_path}: the noise table needs [noise] settings = [...]")
+        for name in config["noise"]["settings"]:  # each setting's times, before anything runs
+            check_config(setting_config(config, name), where=f"noise setting {name!r}", base=Path.cwd())
+
+        def noise_work() -> int:
+            out = Path(args.out or "results/noise_models")
+            run = run_noise_table(task, config, out, device=args.device, progress=not args.quiet,
+                                  command=_command_line(argv))
+            print((out / "table.md").read_text())
+            print(f"wall time {run['wall_seconds']:.0f} s; wrote {out}")
+            return 0
+
+        return noise_work
     unknown = [p for p in args.parts if p not in PARTS]
     if unknown:
         raise ConfigError(f"--parts {unknown}; choose from {list(PARTS)}")
@@ -414,7 +434,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         name = _chosen_task(argv)
         task_name = name if name in list_tasks() else DEFAULT_TASK
         args = build_parser(get_task(task_name)).parse_args(argv)
-        task = get_task(getattr(args, "task", None) or task_name, getattr(args, "data", None))
+        chosen = getattr(args, "task", None)
+        # `reproduce noise` is the noise-model table of the default task (its noise.toml)
+        task = get_task(task_name if chosen in (None, "noise") else chosen, getattr(args, "data", None))
         task.check_source()
         work = PREPARE[args.command](args, task, argv)
         stage = "work"

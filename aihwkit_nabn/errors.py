@@ -22,7 +22,7 @@ class NonFiniteActivationError(NABNError, FloatingPointError):
 
 
 class DriftTimeError(NABNError, ValueError):
-    """A drift time is negative, NaN or infinite."""
+    """A drift time is negative, NaN or infinite, or one the chip's noise model is not defined at."""
 
 
 class CheckpointError(NABNError, ValueError):

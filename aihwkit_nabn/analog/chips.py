@@ -8,11 +8,13 @@ from typing import Any, Dict, Hashable, List, Optional, Union
 import torch
 from torch import nn
 
-from .._aihwkit.tiles import analog_roots, has_analog_tiles
+from .._aihwkit.tiles import analog_roots, analog_tiles, has_analog_tiles
 from ..bn.layers import is_batchnorm
 from ..bn.snapshot import BNSnapshot, snapshot_bn
+from ..errors import DriftTimeError
 from ..utils.rng import seeded
-from .times import check_drift_time
+from .noise_settings import supported_times
+from .times import check_drift_time, time_label
 
 
 class Chip:
@@ -56,6 +58,11 @@ class Chip:
         by the chip's seed and ``t``, so revisiting a time reproduces the same weights.
         """
         t = check_drift_time(t)
+        for _, tile in analog_tiles(self.model):
+            times = supported_times(getattr(tile.rpu_config, "noise_model", None))
+            if times is not None and t not in times:
+                raise DriftTimeError(f"the chip's noise model ({type(tile.rpu_config.noise_model).__name__}) is "
+                                     f"defined at {', '.join(map(time_label, times))} only, not at {time_label(t)}")
         self.model.eval()
         with seeded(self.seed, "drift", t, device=self.device):
             for root in analog_roots(self.model):

@@ -27,6 +27,7 @@ import torch
 from .._aihwkit.input_ranges import calibrate_input_ranges
 from ..analog.convert import to_analog
 from ..analog.hwa_preset import hwa_inference_config
+from ..analog.noise_settings import list_noise_settings, noise_setting
 from ..analog.presets import PCMInferencePreset
 from ..analog.times import parse_time, time_label
 from ..errors import ConfigError, DriftTimeError
@@ -105,12 +106,14 @@ SCHEMA: Dict[str, Dict[str, Callable[[str, Any], Any]]] = {
     "data": {"source": check_str, "test_samples": _int(0), "calib_samples": _int(2), "labeled_samples": _int(1),
              "batch_size": _int(1), "val_samples": _int(0),
              "eval_split": lambda n, v: check_choice(n, v, EVAL_SPLITS)},
-    "hardware": {"preset": lambda n, v: check_choice(n, v, ("hwa", "pcm")), "input_range_samples": _int(1)},
+    "hardware": {"preset": lambda n, v: check_choice(n, v, ("hwa", "pcm")), "input_range_samples": _int(1),
+                 "noise": lambda n, v: check_choice(n, v, list_noise_settings())},
     "sweep": {"times": _times, "chips": _int(1), "methods": _methods},
     "bnft": {"steps": _int(1), "lr": _positive_float, "batch_size": _int(1), "fresh_views": _bool,
              "label_smoothing": lambda n, v: check_float(n, v, minimum=0.0)},
     "retention": {"models": _part_models, "calibrate_at": _times, "times": _times, "chips": _int(1)},
     "calib_size": {"models": _part_models, "sizes": _int_list, "time": _time, "chips": _int(1)},
+    "noise": {"settings": lambda n, v: [check_choice(n, x, list_noise_settings()) for x in _str_list(n, v)]},
 }
 _MODEL_KEYS = {"digital": check_str, "hwa": check_str}
 _REQUIRED = {"data": ("calib_samples", "labeled_samples"), "sweep": ("times", "chips")}
@@ -208,6 +211,20 @@ def check_config(config: Mapping[str, Any], *, where: str = "config", base: Opti
         unknown = [m for m in config.get(part, {}).get("models", []) if m not in models]
         if unknown:
             raise ConfigError(f"{where}: {part}.models {unknown} are not in [models] ({list(models)})")
+    noise = config.get("hardware", {}).get("noise")
+    if noise:
+        setting = noise_setting(noise)
+        times = [parse_time(t) for t in config["sweep"]["times"]]
+        for part in ("retention", "calib_size"):
+            if config.get(part, {}).get("models", list(models)):
+                section = config.get(part, {})
+                times += [parse_time(t) for t in section.get("times", []) + section.get("calibrate_at", [])]
+                if part == "calib_size" and "time" in section:
+                    times.append(parse_time(section["time"]))
+        try:
+            setting.check_times(times)
+        except DriftTimeError as err:
+            raise ConfigError(f"{where}: hardware.noise: {err}") from None
 
 
 def resolve_path(path: str, base: Path) -> Path:
@@ -221,8 +238,10 @@ def resolve_path(path: str, base: Path) -> Path:
     return candidate
 
 
-def _inference_config(name: str) -> Any:
-    return hwa_inference_config() if name == "hwa" else PCMInferencePreset()
+def _inference_config(name: str, noise: Optional[str] = None) -> Any:
+    """The inference hardware of a comparison: the preset (``hwa`` or ``pcm``), with the named noise setting."""
+    config = hwa_inference_config() if name == "hwa" else PCMInferencePreset()
+    return noise_setting(noise).apply(config) if noise else config
 
 
 class _SmoothedCrossEntropy(torch.nn.CrossEntropyLoss):
@@ -316,13 +335,15 @@ class Comparison:
             else resolve_path(spec["digital"], self.base)
         _, digital, _meta = self.task.load_model(digital_spec)
         self.trained_params[name] = sum(p.numel() for p in digital.parameters())
-        rpu = _inference_config(preset)
+        noise = self.config.get("hardware", {}).get("noise")
+        rpu = _inference_config(preset, noise)
         analog = to_analog(digital, rpu).to(self.device)
         if rpu.pre_post.input_range.enable:
             calibrate_input_ranges(analog, self.ir_batches, seed=self.seed, device=self.device)
         variants = {"default": analog}
         if needs_hwa:
-            hwa_model, meta = self.task.load_hwa_model(resolve_path(spec["hwa"], self.base), _inference_config(preset))
+            hwa_model, meta = self.task.load_hwa_model(resolve_path(spec["hwa"], self.base),
+                                                       _inference_config(preset, noise))
             variants["hwa"] = hwa_model.to(self.device).eval()
             self.hwa_meta[name] = meta
         self.models[name] = SweepModel(digital.to(self.device).eval(), variants)
@@ -352,6 +373,8 @@ class Comparison:
             settings["eval_split"] = self.eval_split
         if bnft.get("fresh_views"):
             settings["labeled_views"] = "augmented anew on every pass (FreshViewBatches)"
+        if hardware.get("noise"):
+            settings["noise_setting"] = f"{hardware['noise']}: {noise_setting(hardware['noise']).description}"
         rows = run_sweep(models, methods, self.metric, out_dir=out_dir, times=times, n_chips=chips, seed=self.seed,
                          device=self.device, progress=self.progress, config=settings)
         write_report(rows, out_dir, title=f"{self.config.get('title', self.task.title)} — {part}")

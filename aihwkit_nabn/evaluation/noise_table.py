@@ -1,0 +1,164 @@
+"""The noise-model table: one comparison per noise setting, collected into rows, a table and a heat map.
+
+``run_noise_table`` runs the main part of the comparison once per named noise setting
+(:mod:`aihwkit_nabn.analog.noise_settings`), each journaled in ``<out>/settings/<name>/`` (a rerun resumes),
+at the times the setting supports (all of the config's times, or the setting's own, e.g. ReRamWan2022's
+1 s / 1 d / 2 d). It then writes ``rows.csv`` (every setting's rows with a ``setting`` column),
+``table.md`` / ``table.json`` (rows: settings; columns: methods at the last time, mean ± std over chips),
+``recovered.png`` (the share of the gdc loss that nabn recovers, per setting and time) and ``run.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+from matplotlib.figure import Figure
+
+from ..analog.noise_settings import noise_setting
+from ..analog.times import time_label
+from ..errors import ConfigError
+from ..utils.provenance import code_commit
+from .comparison import check_config, run_comparison
+from .journal import read_rows
+from .report import summarize
+from .task import Task
+
+__all__ = ["run_noise_table", "recovered_fraction", "setting_config"]
+
+PathLike = Union[str, Path]
+
+
+def recovered_fraction(digital: float, gdc: float, nabn: float) -> Optional[float]:
+    """The share of the loss of ``gdc`` against ``digital`` that ``nabn`` recovers: ``(nabn - gdc) / (digital -
+    gdc)``; None when gdc loses nothing (no loss to recover)."""
+    loss = digital - gdc
+    return None if loss <= 0 else (nabn - gdc) / loss
+
+
+def setting_config(config: Mapping[str, Any], name: str) -> Dict[str, Any]:
+    """Return ``config`` for one noise setting: ``hardware.noise`` set, the setting's own times if it has any."""
+    sub = copy.deepcopy(dict(config))
+    sub.pop("noise", None)
+    sub["hardware"] = {**sub.get("hardware", {}), "noise": name}
+    setting = noise_setting(name)
+    if setting.times is not None:
+        sub["sweep"] = {**sub["sweep"], "times": [time_label(t) for t in setting.times]}
+    return sub
+
+
+def run_noise_table(task: Task, config: Mapping[str, Any], out_dir: PathLike, *, base: Optional[Path] = None,
+                    device: Optional[str] = None, progress: bool = True, settings: Optional[Sequence[str]] = None,
+                    command: str = "") -> Dict[str, Any]:
+    """Run the comparison's main part for every setting of ``config["noise"]["settings"]`` (or ``settings``);
+    write the table files into ``out_dir``; return ``run.json``'s content."""
+    names = list(settings if settings is not None else config.get("noise", {}).get("settings", []))
+    if not names:
+        raise ConfigError("no noise settings: give [noise] settings = [...] in the config")
+    configs = {name: setting_config(config, name) for name in names}
+    for name, sub in configs.items():  # every setting's config is checked before anything runs
+        check_config(sub, where=f"noise setting {name!r}", base=base)
+    out_dir = Path(out_dir)
+    start = time.perf_counter()
+    rows: List[Dict[str, Any]] = []
+    for name, sub in configs.items():
+        folder = out_dir / "settings" / name
+        run_comparison(task, sub, folder, base=base, device=device, progress=progress, parts=("main",),
+                       command=command)
+        rows += [{"setting": name, **r} for r in read_rows(folder / "main" / "rows.csv")]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "rows.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    table = _table(rows, names)
+    (out_dir / "table.json").write_text(json.dumps(table, indent=1) + "\n")
+    (out_dir / "table.md").write_text(_markdown(table))
+    _heat_map(rows, names, out_dir / "recovered.png")
+    run = {"command": command, "commit": code_commit(), "task": task.name, "settings": names,
+           "descriptions": {n: noise_setting(n).description for n in names},
+           "wall_seconds": round(time.perf_counter() - start, 1), "config": config}
+    (out_dir / "run.json").write_text(json.dumps(run, indent=1, default=str) + "\n")
+    return run
+
+
+def _summaries(rows: Sequence[Mapping[str, Any]], name: str) -> List[Dict[str, Any]]:
+    return summarize([r for r in rows if r["setting"] == name])
+
+
+def _table(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> List[Dict[str, Any]]:
+    """One entry per (setting, model, metric) at the setting's last time: every method's mean and std, and the
+    share of gdc's loss that nabn recovers."""
+    table = []
+    for name in names:
+        summary = _summaries(rows, name)
+        for model, metric in dict.fromkeys((s["model"], s["metric"]) for s in summary):
+            cells = [s for s in summary if s["model"] == model and s["metric"] == metric]
+            t_last = max(s["time_s"] for s in cells)
+            at = {s["method"]: s for s in cells if s["time_s"] == t_last}
+            entry = {"setting": name, "model": model, "metric": metric, "time_s": t_last,
+                     "time_label": time_label(t_last),
+                     "methods": {m: {"mean": s["mean"], "std": s["std"], "n_chips": s["n_chips"]} for m, s in at.items()}}
+            if all(m in at for m in ("digital", "gdc", "nabn")):
+                entry["gdc_loss"] = at["digital"]["mean"] - at["gdc"]["mean"]
+                entry["nabn_recovered"] = recovered_fraction(at["digital"]["mean"], at["gdc"]["mean"], at["nabn"]["mean"])
+            table.append(entry)
+    return table
+
+
+def _markdown(table: Sequence[Mapping[str, Any]]) -> str:
+    methods = list(dict.fromkeys(m for e in table for m in e["methods"]))
+    lines = ["| setting | model | time | " + " | ".join(methods) + " | gdc loss | nabn recovers |",
+             "|" + " --- |" * (len(methods) + 5)]
+    for e in table:
+        cells = [f"{e['methods'][m]['mean']:.2f} ± {e['methods'][m]['std']:.2f}" if m in e["methods"] else ""
+                 for m in methods]
+        rec = e.get("nabn_recovered")
+        lines.append(f"| {e['setting']} | {e['model']} | {e['time_label']} | " + " | ".join(cells)
+                     + f" | {e.get('gdc_loss', float('nan')):.2f} | " + ("—" if rec is None else f"{100 * rec:.0f} %")
+                     + " |")
+    lines += ["", "Mean ± sample std over chips at each setting's last drift time; 'nabn recovers' = (nabn − gdc) / "
+              "(digital − gdc), '—' where gdc loses nothing."]
+    return "\n".join(lines) + "\n"
+
+
+def _heat_map(rows: Sequence[Mapping[str, Any]], names: Sequence[str], path: Path) -> None:
+    """Settings x times, colour = the share of gdc's loss that nabn recovers (first model and metric)."""
+    times = sorted({float(r["time_s"]) for r in rows})
+    grid = []
+    for name in names:
+        summary = _summaries(rows, name)
+        if not summary:
+            grid.append([math.nan] * len(times))
+            continue
+        model, metric = summary[0]["model"], summary[0]["metric"]
+        at = {(s["method"], s["time_s"]): s["mean"] for s in summary if s["model"] == model and s["metric"] == metric}
+        line = []
+        for t in times:
+            if all((m, t) in at for m in ("digital", "gdc", "nabn")):
+                rec = recovered_fraction(at[("digital", t)], at[("gdc", t)], at[("nabn", t)])
+                line.append(math.nan if rec is None else rec)
+            else:
+                line.append(math.nan)
+        grid.append(line)
+    fig = Figure(figsize=(1.2 * len(times) + 3.5, 0.42 * len(names) + 1.6))
+    ax = fig.subplots()
+    image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    for i, line in enumerate(grid):
+        for j, value in enumerate(line):
+            if not math.isnan(value):
+                ax.text(j, i, f"{100 * value:.0f}", ha="center", va="center",
+                        color="white" if value < 0.5 else "black", fontsize=8)
+    ax.set_xticks(range(len(times)), [time_label(t) for t in times])
+    ax.set_yticks(range(len(names)), list(names))
+    ax.set_xlabel("time after programming")
+    ax.set_title("share of the gdc loss that nabn recovers (%)")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)

@@ -1,0 +1,129 @@
+"""Every named noise setting builds, programs, drifts and calibrates a tiny model; times and bad names."""
+
+import pytest
+import torch
+from torch import nn
+
+import aihwkit_nabn as nb
+from aihwkit_nabn.analog.hwa_preset import hwa_inference_config
+from aihwkit_nabn.analog.noise_settings import (NOISE_SETTINGS, GaussianWeightNoiseModel, list_noise_settings,
+                                                noise_setting)
+from aihwkit_nabn.analog.presets import PCMInferencePreset
+from aihwkit_nabn.errors import ConfigError, DriftTimeError
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                         nn.Flatten(), nn.Linear(32, 4)).eval()
+
+
+def test_the_table_has_every_kind_of_setting_the_issue_names():
+    names = list_noise_settings()
+    for expected in ("pcm", "pcm_custom_drift", "state_independent", "hermes_1dev", "hermes_2dev", "reram_cmo",
+                     "reram_wan2022", "converter_4bit", "converter_6bit", "converter_8bit", "gauss_add_0.02",
+                     "gauss_mul_0.1"):
+        assert expected in names
+    assert any(n.startswith("read_noise_") for n in names) and any(n.startswith("out_noise_") for n in names)
+
+
+@pytest.mark.parametrize("name", list(NOISE_SETTINGS))
+def test_every_setting_programs_drifts_and_calibrates(name):
+    setting = noise_setting(name)
+    base = PCMInferencePreset()
+    config = setting.apply(base)
+    assert type(base.noise_model) is type(PCMInferencePreset().noise_model)  # the input is not changed
+    t = setting.times[-1] if setting.times else 86400.0
+    x = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    for cfg in (config, setting.apply(hwa_inference_config())):
+        chip = nb.Chip(nb.to_analog(_net(), cfg), seed=3).drift_to(t)
+        before = chip.model[1].running_mean.clone()
+        nb.calibrate_bn(chip.model, [x[:8], x[8:]], progress=False)
+        with torch.no_grad():
+            out = chip.model(x)
+        assert torch.isfinite(out).all() and not torch.equal(before, chip.model[1].running_mean)
+
+
+def test_the_settings_change_what_they_say():
+    pcm = PCMInferencePreset()
+    assert noise_setting("converter_4bit").apply(pcm).forward.inp_res == 14.0
+    assert noise_setting("out_noise_0.08").apply(pcm).forward.out_noise == 0.08
+    assert noise_setting("read_noise_x4").apply(pcm).noise_model.read_noise_scale == 4.0
+    assert noise_setting("hermes_1dev").apply(pcm).noise_model.num_devices == 1
+
+
+def test_gaussian_noise_has_the_stated_spread_and_no_drift():
+    g = torch.full((200_000,), 10.0)
+    torch.manual_seed(0)
+    add = GaussianWeightNoiseModel(0.02, "additive").apply_programming_noise_to_conductance(g)
+    mul = GaussianWeightNoiseModel(0.1, "multiplicative").apply_programming_noise_to_conductance(g)
+    assert abs(add.std().item() - 0.02 * 25.0) < 0.01 and abs(mul.std().item() - 0.1 * 10.0) < 0.01
+    model = GaussianWeightNoiseModel(0.05)
+    assert torch.equal(model.apply_drift_noise_to_conductance(add, model.generate_drift_coefficients(g), 3.15e7), add)
+    with pytest.raises(ValueError, match="mode"):
+        GaussianWeightNoiseModel(0.1, "both")
+
+
+def test_reram_wan2022_is_defined_at_its_fitted_times_only():
+    setting = noise_setting("reram_wan2022")
+    assert setting.times == (1.0, 86400.0, 172800.0)
+    setting.check_times([1.0, 86400.0])
+    with pytest.raises(DriftTimeError, match="1s, 1d, 2d only, not at 1h"):
+        setting.check_times([3600.0])
+    chip = nb.Chip(nb.to_analog(_net(), setting.apply(PCMInferencePreset())), seed=0)
+    chip.drift_to(172800.0)
+    with pytest.raises(DriftTimeError, match="ReRamWan2022NoiseModel.*not at 1y"):
+        chip.drift_to(nb.parse_time("1y"))
+
+
+def test_an_unknown_setting_names_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown noise setting 'pcm2'.*reram_cmo"):
+        noise_setting("pcm2")
+
+
+def test_reproduce_noise_runs_a_tiny_table_end_to_end(tmp_path, monkeypatch, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from aihwkit_nabn import cli
+    from aihwkit_nabn.analog.hwa_preset import TorchHWAPreset
+    from aihwkit_nabn.tasks.cifar10.data import CLASSES
+    from aihwkit_nabn.training.checkpoints import save_checkpoint
+    from aihwkit_nabn.training.hwa_checkpoint import save_hwa_checkpoint
+
+    monkeypatch.setenv("AIHWKIT_NABN_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 2)):
+        for name in CLASSES:
+            folder = tmp_path / "cifar" / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    torch.manual_seed(0)
+    digital = nb.create_model("resnet20").eval()
+    save_checkpoint(tmp_path / "r.pt", digital, "resnet20")
+    save_hwa_checkpoint(tmp_path / "h.pt", nb.to_analog(digital, TorchHWAPreset()), "resnet20")
+    out = tmp_path / "noise"
+    sets = {"data.source": f'"{tmp_path / "cifar"}"', "data.test_samples": "20", "data.calib_samples": "8",
+            "data.labeled_samples": "8", "data.batch_size": "10", "hardware.input_range_samples": "8",
+            "models": f'{{r = {{digital = "{tmp_path / "r.pt"}", hwa = "{tmp_path / "h.pt"}"}}}}',
+            "sweep.times": '["1s", "1y"]', "sweep.chips": "2", "bnft.steps": "1", "bnft.batch_size": "4",
+            "noise.settings": '["pcm", "reram_wan2022", "gauss_mul_0.1"]', "device": '"cpu"'}
+    argv = ["reproduce", "noise", "--out", str(out), "--quiet"]
+    for key, value in sets.items():
+        argv += ["--set", f"{key}={value}"]
+    assert cli.main(argv) == 0
+    table = json.loads((out / "table.json").read_text())
+    assert [e["setting"] for e in table] == ["pcm", "reram_wan2022", "gauss_mul_0.1"]
+    assert table[1]["time_label"] == "2d" and table[0]["time_label"] == "1y"  # Wan2022 at its own times
+    assert set(table[0]["methods"]) == {"digital", "gdc", "nabn", "bnft", "hwa", "hwa+nabn"}
+    assert "nabn recovers" in (out / "table.md").read_text() and (out / "recovered.png").stat().st_size > 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["commit"] and "reram_wan2022" in run["descriptions"]
+    sweep = json.loads((out / "settings" / "gauss_mul_0.1" / "main" / "sweep_config.json").read_text())
+    assert "gauss_mul_0.1" in json.dumps(sweep)
+    # a setting that cannot run at a configured time is refused before anything runs
+    assert cli.main(["reproduce", "cifar10", "--out", str(tmp_path / "x"), "--set", 'hardware.noise="reram_wan2022"']) == 2
+    assert "defined at 1s, 1d, 2d only" in capsys.readouterr().err
