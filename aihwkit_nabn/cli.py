@@ -20,9 +20,11 @@ import torch
 
 from .analog.chips import Chip
 from .analog.convert import to_analog
+from .analog.noise_settings import list_noise_settings, noise_setting
+from .analog.presets import PCMInferencePreset
 from .analog.times import parse_time, parse_times
 from .bn.calibrate import calibrate_bn
-from .errors import ConfigError, NABNError
+from .errors import ConfigError, DriftTimeError, NABNError
 from .evaluation.comparison import PARTS, check_config, load_config, parse_overrides, run_comparison
 from .evaluation.noise_table import run_noise_table, setting_config
 from .evaluation.task import Option, Task
@@ -188,6 +190,8 @@ def build_parser(task: Optional[Task] = None) -> argparse.ArgumentParser:
     p.add_argument("--chips", type=_int(1), default=5)
     p.add_argument("--batch-size", type=_int(1), default=500, help="evaluation batch size (default 500)")
     p.add_argument("--out", required=True, help="output folder (rows.csv, summary.*, sweep.png)")
+    p.add_argument("--noise", choices=list_noise_settings(), default=None, metavar="SETTING",
+                   help="a named noise setting instead of the PCM preset's (aihwkit-nabn reproduce noise lists them)")
     deployment(p)
 
     p = sub.add_parser("reproduce", help="the full comparison of remedies (nabn, bnft, hwa, ...) from a config file",
@@ -202,6 +206,8 @@ def build_parser(task: Optional[Task] = None) -> argparse.ArgumentParser:
                    help="override a config key, e.g. --set sweep.chips=1 --set 'sweep.times=[\"1s\",\"1y\"]'")
     p.add_argument("--parts", type=_names, default=list(PARTS), help=f"which parts to run (default: {','.join(PARTS)})")
     p.add_argument("--models", type=_names, default=None, help="only these models of the config (default: all)")
+    p.add_argument("--noise", choices=list_noise_settings(), default=None, metavar="SETTING",
+                   help="run the comparison under this noise setting (sets hardware.noise)")
     p.add_argument("--out", default=None, help="output folder (default results/<task>)")
     _common(p, task=False)
 
@@ -319,6 +325,14 @@ def prepare_sweep(args: argparse.Namespace, task: Task, argv: Sequence[str]) -> 
     for spec in args.models:
         _check_model_spec(task, spec, "--models")
     task.check_sizes(test=args.test_samples, train=args.calib_samples)
+    rpu_config = None
+    if args.noise:
+        setting = noise_setting(args.noise)
+        try:
+            setting.check_times(args.times)
+        except DriftTimeError as err:
+            raise ConfigError(f"--noise {args.noise}: {err}") from None
+        rpu_config = setting.apply(PCMInferencePreset())
     models = {}
     for spec in args.models:
         name, model, _ = task.load_model(spec)
@@ -332,7 +346,8 @@ def prepare_sweep(args: argparse.Namespace, task: Task, argv: Sequence[str]) -> 
             task, models, out_dir=args.out, times=args.times, n_chips=args.chips, methods=args.methods,
             test_samples=args.test_samples, calib_samples=args.calib_samples, digital_layers=args.digital_layers,
             device=args.device, seed=args.seed, progress=not args.quiet, title=task.title,
-            config={"command": _command_line(argv)}, batch_size=args.batch_size,
+            config={"command": _command_line(argv), **({"noise_setting": args.noise} if args.noise else {})},
+            batch_size=args.batch_size, **({"rpu_config": rpu_config} if rpu_config is not None else {}),
         )
         print(out["paths"]["summary.md"].read_text())
         print("wrote", ", ".join(str(p) for p in out["paths"].values()))
@@ -346,7 +361,10 @@ def prepare_reproduce(args: argparse.Namespace, task: Task, argv: Sequence[str])
     noise_table = args.task == "noise"
     config_path = Path(args.config) if args.config else (
         task.default_config.with_name("noise.toml") if noise_table else task.default_config)
-    config = load_config(config_path, parse_overrides(args.set), base=Path.cwd())
+    overrides = parse_overrides(args.set)
+    if args.noise:
+        overrides["hardware.noise"] = args.noise
+    config = load_config(config_path, overrides, base=Path.cwd())
     if noise_table:
         if not config.get("noise", {}).get("settings"):
             raise ConfigError(f"{config_path}: the noise table needs [noise] settings = [...]")

@@ -127,3 +127,24 @@ def test_reproduce_noise_runs_a_tiny_table_end_to_end(tmp_path, monkeypatch, cap
     # a setting that cannot run at a configured time is refused before anything runs
     assert cli.main(["reproduce", "cifar10", "--out", str(tmp_path / "x"), "--set", 'hardware.noise="reram_wan2022"']) == 2
     assert "defined at 1s, 1d, 2d only" in capsys.readouterr().err
+
+
+def test_sweep_and_reproduce_take_a_noise_setting(tmp_path, capsys):
+    import json
+
+    from aihwkit_nabn import cli
+
+    bad = ["sweep", "--models", "resnet20", "--noise", "reram_wan2022", "--times", "1s,1h", "--out", str(tmp_path),
+           "--data", "shipped-sample", "--calib-samples", "64"]
+    assert cli.main(bad) == 2 and "defined at 1s, 1d, 2d only, not at 1h" in capsys.readouterr().err
+    argv = ["sweep", "--models", "resnet20", "--noise", "gauss_mul_0.1", "--times", "1s", "--chips", "1", "--methods",
+            "gdc,nabn", "--test-samples", "50", "--calib-samples", "32", "--out", str(tmp_path / "s"), "--data",
+            "shipped-sample", "--quiet", "--device", "cpu"]
+    assert cli.main(argv) == 0
+    recorded = json.loads((tmp_path / "s" / "sweep_config.json").read_text())
+    assert "GaussianWeightNoiseModel" in json.dumps(recorded) and "object at" not in json.dumps(recorded)
+    cmo = [str(tmp_path / "c") if a == str(tmp_path / "s") else ("reram_cmo" if a == "gauss_mul_0.1" else a)
+           for a in argv]
+    assert cli.main(cmo) == 0 and cli.main(cmo) == 0  # the same command again resumes (stable settings)
+    assert cli.main(["reproduce", "cifar10", "--noise", "reram_wan2022", "--out", str(tmp_path / "r")]) == 2
+    assert "hardware.noise" in capsys.readouterr().err

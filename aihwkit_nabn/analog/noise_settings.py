@@ -52,8 +52,10 @@ class GaussianWeightNoiseModel(BaseNoiseModel):
         super().__init__(SinglePairConductanceConverter(g_max=g_max))
         self.sigma, self.mode, self.g_max = float(sigma), mode, float(g_max)
 
-    def __str__(self) -> str:
+    def __repr__(self) -> str:
         return f"GaussianWeightNoiseModel(sigma={self.sigma}, mode={self.mode!r}, g_max={self.g_max})"
+
+    __str__ = __repr__
 
     def apply_programming_noise_to_conductance(self, g_target: Tensor) -> Tensor:
         noise = torch.randn_like(g_target) * self.sigma

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..analog.convert import to_analog
+from ..analog.presets import config_fields
 from ..analog.times import DEFAULT_TIMES
 from ..errors import ConfigError
 from ..utils.checks import check_int
@@ -74,7 +75,8 @@ def sweep_task(
     settings = {
         "test_samples": getattr(metric, "samples", None), "calib_samples": calib_samples, "calib_split": "train",
         "calib_view": task.calib_view, "digital_layers": list(digital_layers),
-        "rpu_config": repr(rpu_config) if rpu_config is not None else "PCMInferencePreset()",
+        # field by field (repr would hold object addresses of some noise models, and a resume would refuse)
+        "rpu_config": config_fields(rpu_config) if rpu_config is not None else "PCMInferencePreset()",
         **(dict(config) if config else {}),
     }
     rows = run_sweep(
