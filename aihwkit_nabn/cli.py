@@ -366,6 +366,12 @@ def prepare_reproduce(args: argparse.Namespace, task: Task, argv: Sequence[str])
         overrides["hardware.noise"] = args.noise
     config = load_config(config_path, overrides, base=Path.cwd())
     if noise_table:
+        named = config.get("noise", {}).get("task", task.name)
+        if named != task.name:  # a noise table of another task (e.g. tasks/camvid/noise.toml)
+            if named not in list_tasks():
+                raise ConfigError(f"{config_path}: noise.task {named!r} is not a task ({', '.join(list_tasks())})")
+            task = get_task(named, getattr(args, "data", None))
+            task.check_source()
         if not config.get("noise", {}).get("settings"):
             raise ConfigError(f"{config_path}: the noise table needs [noise] settings = [...]")
         for name in config["noise"]["settings"]:  # each setting's times, before anything runs

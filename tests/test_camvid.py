@@ -213,3 +213,26 @@ def test_segmentation_figure_script_draws_every_panel(tmp_path, tiny):
     module.main(["--model", str(tmp_path / "u.pt"), "--data", str(tiny), "--images", "2", "--calib-samples", "4",
                  "--device", "cpu", "--out", str(out)])
     assert out.stat().st_size > 1000
+
+
+def test_the_noise_table_of_another_task_from_its_config(tmp_path, tiny, capsys):
+    from aihwkit_nabn import cli
+
+    torch.manual_seed(0)
+    digital = unet_small(width=4).eval()
+    nb.save_checkpoint(tmp_path / "u.pt", digital, "unet_small")
+    nb.save_hwa_checkpoint(tmp_path / "u_hwa.pt", nb.to_analog(digital, nb.TorchHWAPreset()), "unet_small")
+    sets = {"data.calib_samples": "4", "data.labeled_samples": "4", "data.batch_size": "2",
+            "hardware.input_range_samples": "4", "device": '"cpu"', "sweep.chips": "2", "bnft.steps": "1",
+            "bnft.batch_size": "2", "noise.settings": '["pcm", "gauss_mul_0.1"]',
+            "models": f'{{u = {{digital = "{tmp_path / "u.pt"}", hwa = "{tmp_path / "u_hwa.pt"}"}}}}'}
+    config = Path(nb.__file__).resolve().parent / "tasks" / "camvid" / "noise.toml"
+    argv = ["reproduce", "noise", "--config", str(config), "--data", str(tiny),
+            "--out", str(tmp_path / "n"), "--quiet"]
+    for key, value in sets.items():
+        argv += ["--set", f"{key}={value}"]
+    assert cli.main(argv) == 0
+    table = json.loads((tmp_path / "n" / "table.json").read_text())
+    assert [(e["setting"], e["metric"], e["time_label"]) for e in table] == [("pcm", "miou", "1y"),
+                                                                             ("gauss_mul_0.1", "miou", "1y")]
+    assert json.loads((tmp_path / "n" / "run.json").read_text())["task"] == "camvid"
