@@ -62,3 +62,28 @@ def test_pack_thin_and_unpack_give_back_the_same_pixels(tmp_path):
     assert manifest["dropped"] == ["ds/val/"]
     with pytest.raises(SystemExit, match="--drop"):
         pack.main(["thin", str(packed), str(tmp_path / "x.tar")])
+
+
+def test_thin_stubs_pennfudans_val_images_and_keeps_its_split(tmp_path):
+    from aihwkit_nabn.tasks.pennfudan.data import split_names
+
+    pack = _script("device_pack")
+    rng = np.random.default_rng(1)
+    names = [f"FudanPed{i:05d}" for i in range(1, 18)]
+    source = tmp_path / "pf.tar.gz"
+    with tarfile.open(source, "w:gz") as tar:
+        for name in names:
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (8, 6, 3), dtype=np.uint8)).save(buf, "PNG")
+            info = tarfile.TarInfo(f"PennFudanPed/PNGImages/{name}.png")
+            info.size = len(buf.getvalue())
+            tar.addfile(info, io.BytesIO(buf.getvalue()))
+    packed, thinned = tmp_path / "p.tar", tmp_path / "t.tar"
+    pack.main(["pack", str(source), str(packed)])
+    pack.main(["thin", str(packed), str(thinned), "--stub-pennfudan-val"])
+    pack.main(["unpack", str(thinned), str(tmp_path / "out")])
+    val = set(split_names(names, "val"))
+    assert val and len(list((tmp_path / "out" / "PennFudanPed" / "PNGImages").glob("*.png"))) == len(names)
+    for name in names:
+        size = Image.open(tmp_path / "out" / "PennFudanPed" / "PNGImages" / f"{name}.png").size
+        assert (size == (1, 1)) == (name in val), name

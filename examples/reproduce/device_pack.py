@@ -12,6 +12,8 @@ original folder layout back with PNG images of the same pixels, which the task's
     python examples/reproduce/device_pack.py check ../shared/data/pennfudan.tar.gz /tmp/data/pennfudan
     python examples/reproduce/device_pack.py thin .gpucarry/camvid.pack.tar .gpucarry/camvid_notval.pack.tar \
         --drop camvid/val/ --drop camvid/valannot/     (the comparison stage never reads val)
+    python examples/reproduce/device_pack.py thin .gpucarry/pennfudan.pack.tar .gpucarry/pennfudan_notval.pack.tar \
+        --stub-pennfudan-val                            (the same for Penn-Fudan, whose split needs every name)
 
 ``check`` loads every split with the task's own loader from the archive and from the unpacked folder and
 compares the tensors (images, labels or boxes) for equality.
@@ -70,11 +72,33 @@ def pack(source: Path, out: Path) -> None:
           f"(source {source.stat().st_size / 1e6:.1f} MB, sha256 {digest[:12]})")
 
 
-def thin(pack_path: Path, out: Path, drop: List[str]) -> None:
-    """Write ``out``: ``pack_path`` without the members under the ``drop`` prefixes (e.g. the val split,
-    which the comparison never reads), the manifest saying what was dropped."""
-    if not drop:
-        sys.exit("thin: name what to drop with --drop PREFIX")
+def pennfudan_val_images(pack_path: Path) -> List[str]:
+    """The member names of Penn-Fudan's val images in a pack (the task's own seeded split rule)."""
+    from aihwkit_nabn.tasks.pennfudan.data import split_names
+
+    with tarfile.open(pack_path, "r") as src:
+        names = [m.name for m in src if m.name.startswith("PennFudanPed/PNGImages/")]
+    stems = [Path(n).name.split(".")[0] for n in names]
+    val = set(split_names(stems, "val"))
+    return sorted(n for n, stem in zip(names, stems) if stem in val)
+
+
+def _stub_image() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, "WEBP", lossless=True)
+    return buffer.getvalue()
+
+
+def thin(pack_path: Path, out: Path, drop: List[str], stub_pennfudan_val: bool = False) -> None:
+    """Write ``out``: ``pack_path`` without the members under the ``drop`` prefixes (e.g. CamVid's val split,
+    which the comparison never reads), the manifest saying what was dropped.
+
+    ``stub_pennfudan_val``: Penn-Fudan's split is computed from the list of image names, so its val images
+    cannot be dropped; they are replaced by 1x1 stand-ins instead (the names, hence the split, stay the same;
+    reading the val split from such a copy fails on the mask size check, loudly)."""
+    stubs = set(pennfudan_val_images(pack_path)) if stub_pennfudan_val else set()
+    if not drop and not stubs:
+        sys.exit("thin: name what to drop with --drop PREFIX (or --stub-pennfudan-val)")
     dropped = kept = 0
     partial = out.with_name(out.name + ".partial")
     with tarfile.open(pack_path, "r") as src, tarfile.open(partial, "w") as dst:
@@ -83,16 +107,20 @@ def thin(pack_path: Path, out: Path, drop: List[str]) -> None:
                 continue
             data = src.extractfile(member).read()
             if member.name == MANIFEST:
-                manifest = dict(json.loads(data), dropped=sorted(drop))
+                manifest = dict(json.loads(data), dropped=sorted(drop), stubbed=sorted(stubs))
                 continue
             if any(member.name.startswith(prefix) for prefix in drop):
                 dropped += 1
                 continue
+            if member.name in stubs:
+                data = _stub_image()
+                dropped += 1
             _add(dst, member.name, data)
             kept += 1
         _add(dst, MANIFEST, json.dumps(manifest, indent=1).encode())
     partial.replace(out)
-    print(f"{out}: {kept} files kept, {dropped} dropped ({', '.join(drop)}); {out.stat().st_size / 1e6:.1f} MB")
+    print(f"{out}: {kept} files kept, {dropped} dropped or stubbed ({', '.join(drop) or 'Penn-Fudan val images'}); "
+          f"{out.stat().st_size / 1e6:.1f} MB")
 
 
 def unpack(pack_path: Path, dest: Path) -> None:
@@ -140,9 +168,11 @@ def main(argv=None) -> None:
     parser.add_argument("source", type=Path)
     parser.add_argument("dest", type=Path)
     parser.add_argument("--drop", action="append", default=[], help="thin: a member prefix to leave out (repeat)")
+    parser.add_argument("--stub-pennfudan-val", action="store_true",
+                        help="thin: replace Penn-Fudan's val images by 1x1 stand-ins (the split stays the same)")
     args = parser.parse_args(argv)
     if args.action == "thin":
-        thin(args.source, args.dest, args.drop)
+        thin(args.source, args.dest, args.drop, args.stub_pennfudan_val)
     else:
         {"pack": pack, "unpack": unpack, "check": check}[args.action](args.source, args.dest)
 
