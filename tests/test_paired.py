@@ -53,3 +53,11 @@ def test_pairs_are_per_time_and_metric_and_the_report_writes_them(tmp_path):
     for name in ("paired.csv", "paired.json", "paired.md", "loss_vs_digital.png"):
         assert paths[name].is_file() and paths[name].stat().st_size > 0
     assert write_paired(_rows([1.0], "a"), tmp_path / "one")["paired.md"].read_text().startswith("No pair")
+
+
+def test_the_cost_plot_draws_the_t_interval_of_the_mean():
+    from aihwkit_nabn.evaluation.costs import _interval
+
+    assert _interval({"value_std": 1.0, "n_chips": 5}) == pytest.approx(2.7764451051977987 / math.sqrt(5))
+    assert _interval({"value_std": 1.0, "n_chips": 1}) == 0.0
+    assert _interval({"value_std": 0.7}) == 0.7  # tables written before n_chips was recorded

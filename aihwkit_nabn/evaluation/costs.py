@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence
 
 from matplotlib.figure import Figure
+from scipy import stats
 
 from ..analog.times import time_label
 from .methods import HWA_METHODS
@@ -27,6 +29,7 @@ def method_costs(rows: Sequence[Mapping[str, Any]], hwa_meta: Mapping[str, Mappi
         meta = hwa_meta.get(s["model"], {})
         entries.append({
             "model": s["model"], "method": s["method"], "metric": s["metric"], "value_last_time": s["mean"], "value_std": s["std"],
+            "n_chips": s["n_chips"],
             "time_label": s["time_label"], "deploy_seconds": s["method_seconds"], "eval_seconds": s["eval_seconds"],
             "unlabeled_samples": s["unlabeled_samples"], "labeled_samples": s["labeled_samples"],
             "trained_params_per_chip": s["trained_params"], "peak_mem_mib": s["peak_mem_mib"],
@@ -61,10 +64,18 @@ def write_costs(costs: Sequence[Mapping[str, Any]], out_dir: Path) -> None:
     (out_dir / "costs.md").write_text("\n".join(lines) + "\n")
 
 
+def _interval(cost: Mapping[str, Any]) -> float:
+    """Half-width of the 95 % t interval of the mean over chips (the std for entries written without n_chips)."""
+    n = cost.get("n_chips")
+    if not n:
+        return cost["value_std"]
+    return float(stats.t.ppf(0.975, n - 1)) * cost["value_std"] / math.sqrt(n) if n > 1 else 0.0
+
+
 def plot_accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], costs: Sequence[Mapping[str, Any]], path: Path,
                           t_last: float) -> Path:
     """Plot the metric at the last drift time against device seconds per deployment (+ HWA training), per model
-    (the first metric, where there are several)."""
+    (the first metric, where there are several), with the 95 % t interval of the mean over chips."""
     if costs:
         costs = [c for c in costs if c["metric"] == costs[0]["metric"]]
     models = list(dict.fromkeys(c["model"] for c in costs))
@@ -73,13 +84,13 @@ def plot_accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], costs: Sequence[Map
     for ax, model in zip(axes[0], models):
         for c in (c for c in costs if c["model"] == model):
             cost = c["deploy_seconds"] + (c["hwa_training_seconds_once"] or 0.0)
-            ax.errorbar([max(cost, 1e-3)], [c["value_last_time"]], yerr=[c["value_std"]], marker="o", capsize=3,
+            ax.errorbar([max(cost, 1e-3)], [c["value_last_time"]], yerr=[_interval(c)], marker="o", capsize=3,
                         label=c["method"])
         ax.set_xscale("log")
         ax.set_xlabel("device seconds (deployment on one chip + HWA training)")
         ax.set_title(f"{model}, {time_label(t_last)} after programming")
         ax.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel(f"{costs[0]['metric'] if costs else 'metric'} (%)")
+    axes[0][0].set_ylabel(f"{costs[0]['metric'] if costs else 'metric'} (%), 95 % t interval over chips")
     axes[0][-1].legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
