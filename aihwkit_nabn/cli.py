@@ -125,6 +125,19 @@ def _common(p: argparse.ArgumentParser, *, task: bool = True) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _ray_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the work units (one model x chip each) as Ray tasks: alone, a local Ray; with an "
+                        "address ('auto', 'ray://host:10001'), that cluster (pip install \"aihwkit-nabn[ray]\")")
+
+
+def _ray(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """run_sweep's ray option from --ray (None: in this process)."""
+    if args.ray is None:
+        return None
+    return {} if args.ray == "local" else {"address": args.ray}
+
+
 def build_parser(task: Optional[Task] = None) -> argparse.ArgumentParser:
     """Return the argument parser of the ``aihwkit-nabn`` command (``task``'s recipe options on train/hwa)."""
     task = task or get_task(DEFAULT_TASK)
@@ -192,6 +205,7 @@ def build_parser(task: Optional[Task] = None) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (rows.csv, summary.*, sweep.png)")
     p.add_argument("--noise", choices=list_noise_settings(), default=None, metavar="SETTING",
                    help="a named noise setting instead of the PCM preset's (aihwkit-nabn reproduce noise lists them)")
+    _ray_option(p)
     deployment(p)
 
     p = sub.add_parser("reproduce", help="the full comparison of remedies (nabn, bnft, hwa, ...) from a config file",
@@ -208,6 +222,7 @@ def build_parser(task: Optional[Task] = None) -> argparse.ArgumentParser:
     p.add_argument("--models", type=_names, default=None, help="only these models of the config (default: all)")
     p.add_argument("--noise", choices=list_noise_settings(), default=None, metavar="SETTING",
                    help="run the comparison under this noise setting (sets hardware.noise)")
+    _ray_option(p)
     p.add_argument("--out", default=None, help="output folder (default results/<task>)")
     _common(p, task=False)
 
@@ -348,6 +363,7 @@ def prepare_sweep(args: argparse.Namespace, task: Task, argv: Sequence[str]) -> 
             device=args.device, seed=args.seed, progress=not args.quiet, title=task.title,
             config={"command": _command_line(argv), **({"noise_setting": args.noise} if args.noise else {})},
             batch_size=args.batch_size, **({"rpu_config": rpu_config} if rpu_config is not None else {}),
+            ray=_ray(args),
         )
         print(out["paths"]["summary.md"].read_text())
         print("wrote", ", ".join(str(p) for p in out["paths"].values()))
@@ -380,7 +396,7 @@ def prepare_reproduce(args: argparse.Namespace, task: Task, argv: Sequence[str])
         def noise_work() -> int:
             out = Path(args.out or "results/noise_models")
             run = run_noise_table(task, config, out, device=args.device, progress=not args.quiet,
-                                  command=_command_line(argv))
+                                  command=_command_line(argv), ray=_ray(args))
             print((out / "table.md").read_text())
             print(f"wall time {run['wall_seconds']:.0f} s; wrote {out}")
             return 0
@@ -396,7 +412,7 @@ def prepare_reproduce(args: argparse.Namespace, task: Task, argv: Sequence[str])
     def work() -> int:
         out = Path(args.out or f"results/{task.name}")
         run = run_comparison(task, config, out, device=args.device, progress=not args.quiet, parts=args.parts,
-                             models=args.models, command=_command_line(argv))
+                             models=args.models, command=_command_line(argv), ray=_ray(args))
         for name in (out / "main" / "summary.md", out / "costs.md"):
             if name.exists():
                 print(name.read_text())

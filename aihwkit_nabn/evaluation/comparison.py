@@ -272,7 +272,7 @@ class Comparison:
     """Everything the parts of a comparison share: the task's data, models on the device, method data."""
 
     def __init__(self, task: Task, config: Mapping[str, Any], *, base: Path, device: Optional[str] = None,
-                 progress: bool = True):
+                 progress: bool = True, ray: Optional[Any] = None):
         if task.source is None and config["data"].get("source"):
             task = type(task)(resolve_path(config["data"]["source"], base))  # the config's data, unless given
         if int(config["data"].get("val_samples", 0)):
@@ -282,6 +282,7 @@ class Comparison:
         self.config = config
         self.base = base
         self.progress = progress
+        self.ray = ray  # run_sweep's Ray option: the sweeps' units as Ray tasks
         self.device = resolve_device(device or config.get("device", "auto"))
         data = config["data"]
         self.seed = int(config.get("seed", 0))
@@ -377,18 +378,20 @@ class Comparison:
         if hardware.get("noise"):
             settings["noise_setting"] = f"{hardware['noise']}: {noise_setting(hardware['noise']).description}"
         rows = run_sweep(models, methods, self.metric, out_dir=out_dir, times=times, n_chips=chips, seed=self.seed,
-                         device=self.device, progress=self.progress, config=settings)
+                         device=self.device, progress=self.progress, config=settings, ray=self.ray)
         write_report(rows, out_dir, title=f"{self.config.get('title', self.task.title)} — {part}")
         return rows
 
 
 def run_comparison(task: Task, config: Mapping[str, Any], out_dir: PathLike, *, base: Optional[Path] = None,
                    device: Optional[str] = None, progress: bool = True, parts: Sequence[str] = PARTS,
-                   models: Optional[Sequence[str]] = None, command: str = "") -> Dict[str, Any]:
+                   models: Optional[Sequence[str]] = None, command: str = "",
+                   ray: Optional[Any] = None) -> Dict[str, Any]:
     """Run every part of the comparison into ``out_dir``; return ``run.json``'s content.
 
     ``config`` is a checked config (:func:`load_config`); ``models`` restricts every part to these models
-    of the config (default: all the config names); ``parts`` is a subset of :data:`PARTS`.
+    of the config (default: all the config names); ``parts`` is a subset of :data:`PARTS`; ``ray``: run the
+    sweeps' work units as Ray tasks (see :func:`~.sweep.run_sweep`).
     """
     model_names = list(config["models"])
     unknown_parts = [p for p in parts if p not in PARTS]
@@ -402,7 +405,7 @@ def run_comparison(task: Task, config: Mapping[str, Any], out_dir: PathLike, *, 
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmp = Comparison(task, config, base=base or Path.cwd(), device=device, progress=progress)
+    cmp = Comparison(task, config, base=base or Path.cwd(), device=device, progress=progress, ray=ray)
     sweep_cfg = config["sweep"]
     times = [parse_time(t) for t in sweep_cfg["times"]]
 

@@ -54,7 +54,7 @@ def setting_config(config: Mapping[str, Any], name: str) -> Dict[str, Any]:
 
 def run_noise_table(task: Task, config: Mapping[str, Any], out_dir: PathLike, *, base: Optional[Path] = None,
                     device: Optional[str] = None, progress: bool = True, settings: Optional[Sequence[str]] = None,
-                    command: str = "") -> Dict[str, Any]:
+                    command: str = "", ray: Optional[Any] = None) -> Dict[str, Any]:
     """Run the comparison's main part for every setting of ``config["noise"]["settings"]`` (or ``settings``);
     write the table files into ``out_dir``; return ``run.json``'s content."""
     names = list(settings if settings is not None else config.get("noise", {}).get("settings", []))
@@ -69,7 +69,7 @@ def run_noise_table(task: Task, config: Mapping[str, Any], out_dir: PathLike, *,
     for name, sub in configs.items():
         folder = out_dir / "settings" / name
         run_comparison(task, sub, folder, base=base, device=device, progress=progress, parts=("main",),
-                       command=command)
+                       command=command, ray=ray)
         rows += [{"setting": name, **r} for r in read_rows(folder / "main" / "rows.csv")]
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "rows.csv").open("w", newline="") as f:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import json
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -13,21 +10,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..analog.chips import Chip
-from ..analog.times import DEFAULT_TIMES, check_drift_time, time_label
-from ..utils.devices import resolve_device, synchronize
-from ..utils.rng import seeded
+from ..analog.times import DEFAULT_TIMES, check_drift_time
+from ..utils.devices import resolve_device
 from .journal import RowJournal, read_rows, row_key
 from .methods import Method
+from .ray_sweep import run_units_on_ray
+from .sweep_unit import SweepModel, metric_names, sweep_unit
 
 __all__ = ["SweepModel", "run_sweep", "metric_names", "DEFAULT_TIMES"]
-
-@dataclass
-class SweepModel:
-    """A model in a sweep: its digital form and its converted (unprogrammed) analog variants by source."""
-
-    digital: nn.Module
-    analog: Dict[str, nn.Module] = field(default_factory=dict)
 
 
 def run_sweep(
@@ -44,6 +34,7 @@ def run_sweep(
     progress: bool = True,
     config: Optional[Mapping[str, Any]] = None,
     stop_after: Optional[int] = None,
+    ray: Optional[Union[bool, Mapping[str, Any]]] = None,
 ) -> List[Dict[str, Any]]:
     """Evaluate every (model, method, drift time, chip) and journal one row per evaluation.
 
@@ -67,6 +58,10 @@ def run_sweep(
         resume: continue an existing journal (else it must not exist).
         config: extra settings recorded in ``sweep_config.json`` and checked on resume.
         stop_after: evaluate at most this many new rows, then return (for tests of interruption).
+        ray: run the work units (one model x chip: every source, time and method of it, so each chip is
+            programmed once) as Ray tasks (:func:`~.ray_sweep.run_units_on_ray`; True, or a dict of its
+            options such as ``address``, ``gpus_per_unit``, ``max_retries``); rows are journaled here as units
+            finish. None: in this process, and Ray is not imported.
 
     Returns:
         All rows of the journal, old and new.
@@ -106,84 +101,38 @@ def run_sweep(
             if m.applies_at(t) and not is_done(mn, m.name, t, c)]
     evaluated = 0
     bar = tqdm(total=len(todo), desc="sweep", unit="eval", disable=not progress)
+
+    def record(rows: Dict[str, Dict[str, Any]]) -> None:
+        nonlocal evaluated
+        for name in names:
+            journal.append(rows[name])
+        evaluated += 1
+        bar.update(1)
+        first = rows[names[0]]
+        bar.set_postfix_str(f"{first['model']} {first['method']} {first['time_label']} chip {first['chip']}: "
+                            f"{first['value']:.2f}")
+
+    units = [(mn, c) for mn in models for c in range(n_chips)
+             if any(m.applies_at(t) and not is_done(mn, m.name, t, c) for t in times for m in methods)]
     try:
-        for model_name, spec in models.items():
-            digital = copy.deepcopy(spec.digital).to(device).eval()  # the caller's model stays put
-            for c in range(n_chips):
-                chips: Dict[str, Chip] = {}
-                for t in times:
-                    for method in methods:
-                        if is_done(model_name, method.name, t, c) or not method.applies_at(t):
-                            continue
-                        if stop_after is not None and evaluated >= stop_after:
-                            return read_rows(journal_path)
-                        chip = None
-                        if method.needs_chip:
-                            if method.source not in chips:
-                                chips[method.source] = Chip(spec.analog[method.source], seed + c, device=device)
-                            chip = chips[method.source]
-                            if chip.t != t:
-                                chip.drift_to(t)
-                        cached = once.get((model_name, method.name)) if not method.needs_chip else None
-                        if cached is not None and set(cached) >= set(names):
-                            rows = {name: _repeat(cached[name], t, seed + c) for name in names}
-                        else:
-                            rows = _evaluate(method, chip, t, digital, metric, seed + c, device)
-                            if not method.needs_chip:
-                                once[(model_name, method.name)] = rows
-                        for name in names:
-                            rows[name].update(model=model_name, time_label=time_label(t), chip=c, metric=name,
-                                              device=str(device))
-                            journal.append(rows[name])
-                        evaluated += 1
-                        bar.update(1)
-                        shown = rows[names[0]]["value"]
-                        bar.set_postfix_str(f"{model_name} {method.name} {time_label(t)} chip {c}: {shown:.2f}")
-                del chips
+        if ray is not None:
+            run_units_on_ray(units, models, methods, metric, times=times, seed=seed, device=device, done=done,
+                             once=once, on_rows=record, **(dict(ray) if isinstance(ray, Mapping) else {}))
+        else:
+            for model_name, c in units:
+                unit = sweep_unit(model_name, models[model_name], methods, metric, c, times, seed=seed,
+                                  device=device, done=done, once=once)
+                while True:
+                    if stop_after is not None and evaluated >= stop_after:
+                        return read_rows(journal_path)
+                    rows = next(unit, None)
+                    if rows is None:
+                        break
+                    record(rows)
     finally:
         bar.close()
         journal.close()
     return read_rows(journal_path)
-
-
-def metric_names(metric: Any) -> List[str]:
-    """The names of the values a metric returns: its ``names`` (it returns ``{name: value}``) or its ``name``."""
-    names = getattr(metric, "names", None)
-    return list(names) if names else [getattr(metric, "name", "metric")]
-
-
-def _repeat(measured: Mapping[str, Any], t: float, chip_seed: int) -> Dict[str, Any]:
-    """Return the row of a chip-independent method at ``t`` from its one measured row (zero seconds)."""
-    keep = ("method", "source", "value", "unlabeled_samples", "labeled_samples", "trained_params")
-    return {**{k: measured[k] for k in keep}, "time_s": t, "chip_seed": chip_seed, "method_seconds": 0.0,
-            "eval_seconds": 0.0, "peak_mem_mib": None}
-
-
-def _evaluate(method: Method, chip: Optional[Chip], t: float, digital: nn.Module,
-              metric: Callable[[nn.Module], Any], chip_seed: int, device: torch.device) -> Dict[str, Dict[str, Any]]:
-    """Deploy with ``method`` and evaluate once; return ``{metric name: row's measured fields}``."""
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    with seeded(chip_seed, "evaluate", t, method.name, device=device):
-        synchronize(device)
-        start = time.perf_counter()
-        with method.deploy(chip, t, digital) as deployed:
-            synchronize(device)
-            ready = time.perf_counter()
-            result = metric(deployed.model)
-            synchronize(device)
-            end = time.perf_counter()
-    names = metric_names(metric)
-    values = {n: float(result[n]) for n in names} if getattr(metric, "names", None) else {names[0]: float(result)}
-    fields = {
-        "method": method.name, "source": method.source if method.needs_chip else "digital", "time_s": t,
-        "chip_seed": chip_seed, "method_seconds": round(ready - start, 4),
-        "eval_seconds": round(end - ready, 4), "unlabeled_samples": deployed.unlabeled_samples,
-        "labeled_samples": deployed.labeled_samples, "trained_params": deployed.trained_params,
-        "peak_mem_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if cuda else None,
-    }
-    return {name: {**fields, "value": value} for name, value in values.items()}
 
 
 def _check_or_write_config(path: Path, settings: Dict[str, Any], resume: bool, journal_path: Path) -> None:

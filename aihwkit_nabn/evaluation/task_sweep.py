@@ -49,6 +49,7 @@ def sweep_task(
     progress: bool = True,
     title: Optional[str] = None,
     config: Optional[Mapping[str, Any]] = None,
+    ray: Optional[Any] = None,
 ) -> Dict[str, Any]:
     """Run the drift sweep of ``models`` (digital, trained on ``task``) and write every output file.
 
@@ -83,6 +84,7 @@ def sweep_task(
         sweep_models, build_methods(methods, MethodData(calib=calib, calib_samples=calib_samples,
                                                         calibrate_kwargs=task.calibrate_kwargs())), metric,
         out_dir=out_dir, times=times, n_chips=n_chips, seed=seed, device=device, progress=progress, config=settings,
+        ray=ray,
     )
     paths = write_report(rows, out_dir, title=title or task.title)
     return {"rows": rows, "paths": paths}
