@@ -220,8 +220,8 @@ def check_config(config: Mapping[str, Any], *, where: str = "config", base: Opti
             if config.get(part, {}).get("models", list(models)):
                 section = config.get(part, {})
                 times += [parse_time(t) for t in section.get("times", []) + section.get("calibrate_at", [])]
-                if part == "calib_size" and "time" in section:
-                    times.append(parse_time(section["time"]))
+                if part == "calib_size" and section:
+                    times.append(parse_time(section.get("time", "1y")))  # the part's default time
         try:
             setting.check_times(times)
         except DriftTimeError as err:

@@ -46,6 +46,8 @@ def setting_config(config: Mapping[str, Any], name: str) -> Dict[str, Any]:
     sub = copy.deepcopy(dict(config))
     sub.pop("noise", None)
     sub["hardware"] = {**sub.get("hardware", {}), "noise": name}
+    # the table runs the main part only: the other parts' times must not stop a setting
+    sub["retention"], sub["calib_size"] = {"models": []}, {"models": []}
     setting = noise_setting(name)
     if setting.times is not None:
         sub["sweep"] = {**sub["sweep"], "times": [time_label(t) for t in setting.times]}
