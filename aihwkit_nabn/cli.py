@@ -30,6 +30,7 @@ from .evaluation.noise_table import run_noise_table, setting_config
 from .evaluation.task import Option, Task
 from .evaluation.task_sweep import SWEEP_METHODS, sweep_task
 from .tasks import get_task, list_tasks
+from .training.distributed import init_from_env
 from .tasks.cifar10.demo import run_demo
 from .utils.checks import check_unique
 from .utils.devices import resolve_device
@@ -478,6 +479,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # `reproduce noise` is the noise-model table of the default task (its noise.toml)
         task = get_task(task_name if chosen in (None, "noise") else chosen, getattr(args, "data", None))
         task.check_source()
+        if args.command in ("train", "hwa"):
+            # under torchrun (WORLD_SIZE > 1): join the process group, one GPU per local rank
+            args.device = init_from_env(args.device)
         work = PREPARE[args.command](args, task, argv)
         stage = "work"
         return work()

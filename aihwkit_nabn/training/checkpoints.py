@@ -22,6 +22,7 @@ from torch import nn
 from ..errors import CheckpointError
 from ..utils.io import atomic_save, check_plain, plain
 from .compact_state import digital_state_of
+from .distributed import is_main
 from .registry import MODELS, create_model, list_models
 
 __all__ = [
@@ -62,7 +63,8 @@ def save_checkpoint(path: PathLike, model: nn.Module, arch: str, meta: Optional[
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     blob = {"format": CHECKPOINT_FORMAT, "arch": arch, "state_dict": state, "meta": meta}
     path = Path(path)
-    atomic_save(blob, path)
+    if is_main():  # under torchrun only rank 0 writes
+        atomic_save(blob, path)
     return path
 
 

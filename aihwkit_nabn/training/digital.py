@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..utils.devices import device_name, resolve_device
+from .distributed import shard, wrap
 from .loop import ResumeSpec, fit
 from .schedule import warmup_cosine
 
@@ -132,7 +133,9 @@ def fit_classifier(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup_steps))
     if compile:
         hparams["compile"] = "default" if compile is True else str(compile)
-    forward = {"fn": torch.compile(model, mode=None if compile is True else str(compile)) if compile else model,
+    # Under torchrun: DDP averages the gradients of the ranks' slices of each global batch.
+    trained = wrap(model, dev)
+    forward = {"fn": torch.compile(trained, mode=None if compile is True else str(compile)) if compile else trained,
                "first": bool(compile)}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
 
@@ -152,8 +155,9 @@ def fit_classifier(
         return {}
 
     run = fit(
-        model, optimizer, scheduler, epochs=epochs, epoch_batches=lambda epoch: epoch_batches(epoch, dev),
-        step=step if train_step is None else (lambda x, y: train_step(model, x, y)),
+        model, optimizer, scheduler, epochs=epochs,
+        epoch_batches=lambda epoch: (shard(x, y) for x, y in epoch_batches(epoch, dev)),
+        step=step if train_step is None else (lambda x, y: train_step(trained, x, y)),
         evaluate=lambda: evaluate(model, dev), hparams=hparams, seed=seed, device=dev,
         resume=ResumeSpec(DIGITAL_RESUME_FORMAT, _RESUME_KEYS + tuple(data_resume_keys)),
         save_model=lambda: {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},

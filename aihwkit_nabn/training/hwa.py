@@ -32,6 +32,7 @@ from ..analog.convert import to_analog
 from ..analog.hwa_preset import TorchHWAPreset
 from ..analog.presets import config_fields
 from ..utils.devices import device_name, resolve_device
+from .distributed import shard, wrap
 from .loop import ResumeSpec, fit
 from .schedule import warmup_cosine
 
@@ -156,8 +157,10 @@ def fit_hwa(
         optimizer = AnalogSGD(_param_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=nesterov)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(epochs * steps_per_epoch, 0))
 
+        trained = wrap(model, dev, find_unused_parameters=True)  # under torchrun: DDP over the ranks' slices of each global batch
+
         def step(x: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
-            logits = model(x.contiguous())
+            logits = trained(x.contiguous())
             if output_fn is not None:
                 logits = output_fn(logits)
             return loss_fn(logits, y), logits
@@ -167,8 +170,9 @@ def fit_hwa(
             return {"input_range_mean": sum(ranges) / len(ranges) if ranges else None}
 
         run = fit(
-            model, optimizer, scheduler, epochs=epochs, epoch_batches=lambda epoch: epoch_batches(epoch, dev),
-            step=step if train_step is None else (lambda x, y: train_step(model, x, y)),
+            model, optimizer, scheduler, epochs=epochs,
+            epoch_batches=lambda epoch: (shard(x, y) for x, y in epoch_batches(epoch, dev)),
+            step=step if train_step is None else (lambda x, y: train_step(trained, x, y)),
         evaluate=lambda: evaluate(model, dev), hparams=hparams, seed=seed, device=dev,
             resume=ResumeSpec(HWA_RESUME_FORMAT, _RESUME_KEYS + tuple(data_resume_keys), "HWA training state",
                               opaque=("rpu_config",)),

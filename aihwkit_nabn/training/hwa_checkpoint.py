@@ -30,6 +30,7 @@ from ..errors import CheckpointError
 from ..utils.io import atomic_save, check_plain, plain
 from .checkpoints import CHECKPOINT_FORMAT, check_model_state, load_checkpoint, read_checkpoint
 from .compact_state import HWA_FORMAT, HWA_FORMAT_FULL, HWA_FORMATS, digital_state_of
+from .distributed import is_main
 from .registry import MODELS, list_models
 
 __all__ = ["save_hwa_checkpoint", "load_hwa_model", "HWA_FORMAT", "HWA_FORMATS", "digital_state_of"]
@@ -92,7 +93,8 @@ def save_hwa_checkpoint(path: PathLike, analog_model: nn.Module, arch: str,
     blob = _compact(blob, state, meta.get("model_kwargs"))
     check_plain(blob["hwa"], "hwa")
     path = Path(path)
-    atomic_save(blob, path)
+    if is_main():  # under torchrun only rank 0 writes
+        atomic_save(blob, path)
     return path
 
 

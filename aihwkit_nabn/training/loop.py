@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import CheckpointError
 from ..utils.io import atomic_save
+from .distributed import is_main
 
 __all__ = ["fit", "load_resume_state", "ResumeSpec"]
 
@@ -138,7 +139,8 @@ def fit(
         extra = on_fresh_start()
     resumed_from = start_epoch
 
-    log_file = Path(log_path) if log_path is not None else None
+    main = is_main()  # under torchrun only rank 0 writes; every rank resumes from the same state
+    log_file = Path(log_path) if log_path is not None and main else None
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         if start_epoch == 0:
@@ -183,7 +185,7 @@ def fit(
         if log_file is not None:
             with open(log_file, "a") as f:
                 f.write(json.dumps(record) + "\n")
-        if resume_file is not None:
+        if resume_file is not None and main:
             atomic_save({
                 "format": resume.fmt, "epoch": epoch + 1, "model": save_model(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
