@@ -24,7 +24,7 @@ def _data():
     return torch.randn(STEPS * BATCH, 3, 6, 6, generator=gen), torch.randint(0, 3, (STEPS * BATCH,), generator=gen)
 
 
-def _train(out_dir: Path):
+def _train(out_dir: Path, epochs: int = 1, stop=None):
     from aihwkit_nabn.training.digital import fit_classifier  # pylint: disable=import-outside-toplevel
 
     model = _model()
@@ -40,9 +40,10 @@ def _train(out_dir: Path):
         seen.append(len(target))  # what this process trained on in each step
         return nn.functional.cross_entropy(logits, target)
 
-    result = fit_classifier(model, epoch_batches=batches, n_train=len(y), evaluate=lambda m, d: 0.0, epochs=1,
+    result = fit_classifier(model, epoch_batches=batches, n_train=len(y), evaluate=lambda m, d: 0.0, epochs=epochs,
                             batch_size=BATCH, lr=0.1, warmup_epochs=0.0, device="cpu", progress=False,
-                            log_path=out_dir / "log.jsonl", resume_path=out_dir / "resume.pt", loss_fn=loss_fn)
+                            log_path=out_dir / "log.jsonl", resume_path=out_dir / "resume.pt", loss_fn=loss_fn,
+                            stop_after_epochs=stop)
     return model, {**result, "seen": seen}
 
 
@@ -141,3 +142,29 @@ def test_hwa_under_two_processes_equals_one_without_noise(tmp_path):
         for key, value in reference.items():
             if value.is_floating_point():
                 assert torch.allclose(state[key], value, atol=1e-5, rtol=1e-4), (rank, key)
+
+
+def _resume_worker(rank: int, world: int, init_file: str, out_dir: str, stop) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        model, result = _train(Path(out_dir), epochs=2, stop=stop)  # the same paths on every rank, as torchrun's
+        if stop is None:
+            torch.save({"weights": {k: v.detach() for k, v in model.state_dict().items()},
+                        "resumed": result["resumed_from_epoch"]}, Path(out_dir) / f"final{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_resumes_from_rank_0s_state(tmp_path):
+    torch.set_num_threads(1)
+    single, _ = _train(tmp_path / "single", epochs=2)
+    run = tmp_path / "run"
+    mp.spawn(_resume_worker, args=(2, str(tmp_path / "init1"), str(run), 1), nprocs=2, join=True)  # epoch 1, stop
+    mp.spawn(_resume_worker, args=(2, str(tmp_path / "init2"), str(run), None), nprocs=2, join=True)  # resume
+    for rank in (0, 1):
+        saved = torch.load(run / f"final{rank}.pt", weights_only=True)
+        assert saved["resumed"] == 1
+        for key, value in single.state_dict().items():
+            assert torch.allclose(saved["weights"][key], value, atol=1e-6, rtol=1e-5), (rank, key)
