@@ -25,8 +25,8 @@ from .analog.presets import PCMInferencePreset
 from .analog.times import parse_time, parse_times
 from .bn.calibrate import calibrate_bn
 from .errors import ConfigError, DriftTimeError, NABNError
-from .evaluation.comparison import PARTS, check_config, load_config, parse_overrides, run_comparison
-from .evaluation.noise_table import run_noise_table, setting_config
+from .evaluation.comparison import PARTS, load_config, parse_overrides, run_comparison
+from .evaluation.noise_table import check_noise_table, run_noise_table
 from .evaluation.task import Option, Task
 from .evaluation.task_sweep import SWEEP_METHODS, sweep_task
 from .tasks import get_task, list_tasks
@@ -389,10 +389,7 @@ def prepare_reproduce(args: argparse.Namespace, task: Task, argv: Sequence[str])
                 raise ConfigError(f"{config_path}: noise.task {named!r} is not a task ({', '.join(list_tasks())})")
             task = get_task(named, getattr(args, "data", None))
             task.check_source()
-        if not config.get("noise", {}).get("settings"):
-            raise ConfigError(f"{config_path}: the noise table needs [noise] settings = [...]")
-        for name in config["noise"]["settings"]:  # each setting's times, before anything runs
-            check_config(setting_config(config, name), where=f"noise setting {name!r}", base=Path.cwd())
+        check_noise_table(config, base=Path.cwd())  # every setting (its times too), before anything runs
 
         def noise_work() -> int:
             out = Path(args.out or "results/noise_models")

@@ -50,6 +50,9 @@ class Chip:
                 root.program_analog_weights()
         if any(is_batchnorm(m) for m in self.model.modules()):
             self.bn_states[self.ORIGINAL] = snapshot_bn(self.model)
+        # the drift times the tiles' noise models are defined at (None: any), found once
+        self._times = {(type(t.rpu_config.noise_model).__name__, supported_times(t.rpu_config.noise_model))
+                       for _, t in analog_tiles(self.model) if getattr(t.rpu_config, "noise_model", None) is not None}
 
     def drift_to(self, t: Any) -> "Chip":
         """Set the chip's weights to their state ``t`` seconds after programming; return the chip.
@@ -58,10 +61,9 @@ class Chip:
         by the chip's seed and ``t``, so revisiting a time reproduces the same weights.
         """
         t = check_drift_time(t)
-        for _, tile in analog_tiles(self.model):
-            times = supported_times(getattr(tile.rpu_config, "noise_model", None))
+        for model_name, times in self._times:
             if times is not None and t not in times:
-                raise DriftTimeError(f"the chip's noise model ({type(tile.rpu_config.noise_model).__name__}) is "
+                raise DriftTimeError(f"the chip's noise model ({model_name}) is "
                                      f"defined at {', '.join(map(time_label, times))} only, not at {time_label(t)}")
         self.model.eval()
         with seeded(self.seed, "drift", t, device=self.device):

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from ..analog.times import time_label
+from .figures import save_figure
 from .methods import HWA_METHODS
 from .report import summarize
 
@@ -79,7 +80,7 @@ def plot_accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], costs: Sequence[Map
     if costs:
         costs = [c for c in costs if c["metric"] == costs[0]["metric"]]
     models = list(dict.fromkeys(c["model"] for c in costs))
-    fig = Figure(figsize=(5 * len(models), 4))  # no pyplot: the user's backend is left alone
+    fig = Figure(figsize=(5 * len(models), 4))
     axes = fig.subplots(1, len(models), squeeze=False, sharey=True)
     for ax, model in zip(axes[0], models):
         for c in (c for c in costs if c["model"] == model):
@@ -92,7 +93,4 @@ def plot_accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], costs: Sequence[Map
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel(f"{costs[0]['metric'] if costs else 'metric'} (%), 95 % t interval over chips")
     axes[0][-1].legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return save_figure(fig, path)

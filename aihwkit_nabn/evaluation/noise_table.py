@@ -25,11 +25,12 @@ from ..analog.times import time_label
 from ..errors import ConfigError
 from ..utils.provenance import code_commit
 from .comparison import check_config, run_comparison
+from .figures import save_figure
 from .journal import read_rows
 from .report import summarize
 from .task import Task
 
-__all__ = ["run_noise_table", "recovered_fraction", "setting_config"]
+__all__ = ["run_noise_table", "check_noise_table", "recovered_fraction", "setting_config"]
 
 PathLike = Union[str, Path]
 
@@ -54,17 +55,30 @@ def setting_config(config: Mapping[str, Any], name: str) -> Dict[str, Any]:
     return sub
 
 
+def check_noise_table(config: Mapping[str, Any], *, base: Optional[Path] = None,
+                      settings: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Any]]:
+    """Return every setting's checked config, by name (``settings``, default ``config["noise"]["settings"]``),
+    before anything runs.
+
+    Raises:
+        ConfigError: no settings, or a setting's config that does not check (e.g. a time it is not defined at).
+    """
+    names = list(settings if settings is not None else config.get("noise", {}).get("settings", []))
+    if not names:
+        raise ConfigError("no noise settings: give [noise] settings = [...] in the config")
+    configs = {name: setting_config(config, name) for name in names}
+    for name, sub in configs.items():
+        check_config(sub, where=f"noise setting {name!r}", base=base)
+    return configs
+
+
 def run_noise_table(task: Task, config: Mapping[str, Any], out_dir: PathLike, *, base: Optional[Path] = None,
                     device: Optional[str] = None, progress: bool = True, settings: Optional[Sequence[str]] = None,
                     command: str = "", ray: Optional[Any] = None) -> Dict[str, Any]:
     """Run the comparison's main part for every setting of ``config["noise"]["settings"]`` (or ``settings``);
     write the table files into ``out_dir``; return ``run.json``'s content."""
-    names = list(settings if settings is not None else config.get("noise", {}).get("settings", []))
-    if not names:
-        raise ConfigError("no noise settings: give [noise] settings = [...] in the config")
-    configs = {name: setting_config(config, name) for name in names}
-    for name, sub in configs.items():  # every setting's config is checked before anything runs
-        check_config(sub, where=f"noise setting {name!r}", base=base)
+    configs = check_noise_table(config, base=base, settings=settings)
+    names = list(configs)
     out_dir = Path(out_dir)
     start = time.perf_counter()
     rows: List[Dict[str, Any]] = []
@@ -161,6 +175,4 @@ def _heat_map(rows: Sequence[Mapping[str, Any]], names: Sequence[str], path: Pat
     ax.set_xlabel("time after programming")
     ax.set_title("share of the gdc loss that nabn recovers (%)")
     fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)

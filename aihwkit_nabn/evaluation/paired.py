@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from ..analog.times import time_label
+from .figures import save_figure, time_axis
 
 __all__ = ["paired_differences", "paired_markdown", "plot_loss_vs_digital", "write_paired"]
 
@@ -132,22 +133,11 @@ def plot_loss_vs_digital(paired: Sequence[Mapping[str, Any]], path: Union[str, P
             err = [[m - lo for m, lo in zip(means, lows)], [hi - m for m, hi in zip(means, highs)]]
             ax.errorbar(ts, means, yerr=err, marker="o", capsize=3, label=method)
         ax.axhline(0.0, color="black", linewidth=0.8)
-        ax.set_xscale("log")
-        ticks = sorted({p["time_s"] for p in points})
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([time_label(t) for t in ticks])
-        ax.set_xlabel("time after programming")
+        time_axis(ax, (p["time_s"] for p in points))
         ax.set_ylabel(f"{metric}: method − digital (paired, 95 % CI)")
         ax.set_title(model)
-        ax.grid(True, alpha=0.3)
         ax.legend(loc="lower left", fontsize="small")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return save_figure(fig, path, title)
 
 
 def write_paired(rows: Sequence[Mapping[str, Any]], out_dir: Union[str, Path], title: Optional[str] = None,

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from matplotlib.figure import Figure
 
 from ..analog.times import time_label
+from .figures import save_figure, time_axis
 from .paired import write_paired
 
 
@@ -69,18 +70,11 @@ def plot_sweep(summary: Sequence[Mapping[str, Any]], path: Union[str, Path], tit
     models = list(dict.fromkeys(s["model"] for s in summary))
     methods = list(dict.fromkeys(s["method"] for s in summary))
     metrics = list(dict.fromkeys(s["metric"] for s in summary)) or ["metric"]
-    # A bare Figure (no pyplot): no window, no display needed, and the user's matplotlib backend is left alone.
     fig = Figure(figsize=(5 * len(models), 4 * len(metrics)))
     grid = fig.subplots(len(metrics), len(models), squeeze=False, sharey="row")
     for row, metric in enumerate(metrics):
         _plot_metric(grid[row], [s for s in summary if s["metric"] == metric], models, methods, metric)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return save_figure(fig, path, title)
 
 
 def _plot_metric(axes: Sequence[Any], summary: Sequence[Mapping[str, Any]], models: Sequence[str],
@@ -93,13 +87,8 @@ def _plot_metric(axes: Sequence[Any], summary: Sequence[Mapping[str, Any]], mode
                 continue
             ts, means, stds = zip(*points)
             ax.errorbar(ts, means, yerr=stds, marker="o", capsize=3, label=method)
-        ax.set_xscale("log")
-        ticks = sorted({s["time_s"] for s in summary})
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([time_label(t) for t in ticks])
-        ax.set_xlabel("time after programming")
+        time_axis(ax, (s["time_s"] for s in summary))
         ax.set_title(model)
-        ax.grid(True, alpha=0.3)
     axes[0].set_ylabel(metric)
     axes[-1].legend(loc="lower left")
 

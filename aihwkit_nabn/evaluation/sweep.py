@@ -15,7 +15,7 @@ from ..utils.devices import resolve_device
 from .journal import RowJournal, read_rows, row_key
 from .methods import Method
 from .ray_sweep import run_units_on_ray
-from .sweep_unit import SweepModel, metric_names, sweep_unit
+from .sweep_unit import SweepModel, is_done, metric_names, sweep_unit
 
 __all__ = ["SweepModel", "run_sweep", "metric_names", "DEFAULT_TIMES"]
 
@@ -89,8 +89,6 @@ def run_sweep(
     done = {row_key(r) for r in finished}
     names = metric_names(metric)
 
-    def is_done(model_name: str, method_name: str, t: float, c: int) -> bool:
-        return all((model_name, method_name, t, c, name) in done for name in names)
 
     # chip-independent rows measured once per (model, method), also across a resume
     once: Dict[Tuple[str, str], Dict[str, Dict[str, Any]]] = {}
@@ -98,7 +96,7 @@ def run_sweep(
         if r["source"] == "digital":
             once.setdefault((r["model"], r["method"]), {}).setdefault(r["metric"], r)
     todo = [(mn, c, t, m) for mn in models for c in range(n_chips) for t in times for m in methods
-            if m.applies_at(t) and not is_done(mn, m.name, t, c)]
+            if m.applies_at(t) and not is_done(done, names, mn, m.name, t, c)]
     evaluated = 0
     bar = tqdm(total=len(todo), desc="sweep", unit="eval", disable=not progress)
 
@@ -112,8 +110,7 @@ def run_sweep(
         bar.set_postfix_str(f"{first['model']} {first['method']} {first['time_label']} chip {first['chip']}: "
                             f"{first['value']:.2f}")
 
-    units = [(mn, c) for mn in models for c in range(n_chips)
-             if any(m.applies_at(t) and not is_done(mn, m.name, t, c) for t in times for m in methods)]
+    units = list(dict.fromkeys((mn, c) for mn, c, _, _ in todo))  # (model, chip) pairs with work left
     try:
         if ray is not None:
             run_units_on_ray(units, models, methods, metric, times=times, seed=seed, device=device, done=done,

@@ -22,7 +22,7 @@ from ..utils.devices import synchronize
 from ..utils.rng import seeded
 from .methods import Method
 
-__all__ = ["SweepModel", "sweep_unit", "metric_names"]
+__all__ = ["SweepModel", "sweep_unit", "is_done", "metric_names"]
 
 
 @dataclass
@@ -31,6 +31,11 @@ class SweepModel:
 
     digital: nn.Module
     analog: Dict[str, nn.Module] = field(default_factory=dict)
+
+
+def is_done(done: Set[Tuple], names: Sequence[str], model_name: str, method_name: str, t: float, chip: int) -> bool:
+    """Whether the journal keys ``done`` hold every metric value of one evaluation."""
+    return all((model_name, method_name, t, chip, name) in done for name in names)
 
 
 def sweep_unit(model_name: str, spec: SweepModel, methods: Sequence[Method], metric: Callable[[nn.Module], Any],
@@ -48,7 +53,7 @@ def sweep_unit(model_name: str, spec: SweepModel, methods: Sequence[Method], met
     chips: Dict[str, Chip] = {}
     for t in times:
         for method in methods:
-            if not method.applies_at(t) or all((model_name, method.name, t, chip, n) in done for n in names):
+            if not method.applies_at(t) or is_done(done, names, model_name, method.name, t, chip):
                 continue
             board = None
             if method.needs_chip:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..utils.devices import device_name, resolve_device
-from .distributed import shard, wrap
+from .distributed import wrap
 from .loop import ResumeSpec, fit
 from .schedule import warmup_cosine
 
@@ -155,8 +155,7 @@ def fit_classifier(
         return {}
 
     run = fit(
-        model, optimizer, scheduler, epochs=epochs,
-        epoch_batches=lambda epoch: (shard(x, y) for x, y in epoch_batches(epoch, dev)),
+        model, optimizer, scheduler, epochs=epochs, epoch_batches=lambda epoch: epoch_batches(epoch, dev),
         step=step if train_step is None else (lambda x, y: train_step(trained, x, y)),
         evaluate=lambda: evaluate(model, dev), hparams=hparams, seed=seed, device=dev,
         resume=ResumeSpec(DIGITAL_RESUME_FORMAT, _RESUME_KEYS + tuple(data_resume_keys)),

@@ -32,7 +32,7 @@ from ..analog.convert import to_analog
 from ..analog.hwa_preset import TorchHWAPreset
 from ..analog.presets import config_fields
 from ..utils.devices import device_name, resolve_device
-from .distributed import shard, wrap
+from .distributed import wrap
 from .loop import ResumeSpec, fit
 from .schedule import warmup_cosine
 
@@ -170,8 +170,7 @@ def fit_hwa(
             return {"input_range_mean": sum(ranges) / len(ranges) if ranges else None}
 
         run = fit(
-            model, optimizer, scheduler, epochs=epochs,
-            epoch_batches=lambda epoch: (shard(x, y) for x, y in epoch_batches(epoch, dev)),
+            model, optimizer, scheduler, epochs=epochs, epoch_batches=lambda epoch: epoch_batches(epoch, dev),
             step=step if train_step is None else (lambda x, y: train_step(trained, x, y)),
         evaluate=lambda: evaluate(model, dev), hparams=hparams, seed=seed, device=dev,
             resume=ResumeSpec(HWA_RESUME_FORMAT, _RESUME_KEYS + tuple(data_resume_keys), "HWA training state",

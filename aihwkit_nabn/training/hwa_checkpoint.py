@@ -31,7 +31,7 @@ from ..utils.io import atomic_save, check_plain, plain
 from .checkpoints import CHECKPOINT_FORMAT, check_model_state, load_checkpoint, read_checkpoint
 from .compact_state import HWA_FORMAT, HWA_FORMAT_FULL, HWA_FORMATS, digital_state_of
 from .distributed import is_main
-from .registry import MODELS, list_models
+from .registry import MODELS, create_model, list_models
 
 __all__ = ["save_hwa_checkpoint", "load_hwa_model", "HWA_FORMAT", "HWA_FORMATS", "digital_state_of"]
 
@@ -153,7 +153,12 @@ def load_hwa_model(path: PathLike, rpu_config: Optional[TorchInferenceRPUConfig]
                 + ", ".join(f"{k} (saved {saved.get(k)!r})" for k in differ[:8])
                 + "; pass that rpu_config to load_hwa_model")
         rpu_config = TorchHWAPreset()
-    digital, meta = load_checkpoint(path)
+    if hwa["format"] == HWA_FORMAT:
+        # every tensor comes from the analog state below: a bare model of the arch is skeleton enough (the
+        # digital-equivalent weights need not be rebuilt just to be overwritten)
+        digital, meta = create_model(blob["arch"], **dict(hwa.get("model_kwargs") or {})), blob["meta"]
+    else:
+        digital, meta = load_checkpoint(path)
     model = to_analog(digital, rpu_config, digital_layers=hwa.get("digital_layers", []), accelerate=accelerate)
     load_analog_state(model, hwa["analog_state"], f"HWA checkpoint {str(path)!r}")
     if device is not None:

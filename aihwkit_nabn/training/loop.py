@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import CheckpointError
 from ..utils.io import atomic_save
-from .distributed import is_main
+from .distributed import is_main, shard
 
 __all__ = ["fit", "load_resume_state", "ResumeSpec"]
 
@@ -156,6 +156,7 @@ def fit(
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = labels = 0
         for x, y in epoch_batches(epoch):
+            x, y = shard(x, y)  # under torchrun: this rank's slice of the global batch
             loss, logits = step(x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -88,8 +88,22 @@ def _split(data_source: Optional[PathLike], cache_dir: Optional[PathLike], val_s
     return train_x[keep], train_y[keep], train_x[val], train_y[val], test_x, test_y
 
 
-def _history(result: Dict[str, Any], key: str) -> list:
-    return [{"epoch": h["epoch"], key: h[key], "train_loss": h["train_loss"]} for h in result["history"]]
+def _eval_key(val_samples: int) -> str:
+    """The history's name of the per-epoch metric: ``val_acc`` with a held-out split, else ``test_acc``."""
+    return "val_acc" if val_samples else "test_acc"
+
+
+def _accuracy_meta(model: nn.Module, result: Dict[str, Any], test_x: Tensor, test_y: Tensor, val_samples: int,
+                   n_train: int) -> Dict[str, Any]:
+    """The meta's accuracy entries and history of a finished run: with a held-out split the test split is read
+    here, once, for the final model (the epochs saw only val), beside the val accuracy; else the last epoch's
+    test accuracy."""
+    key = _eval_key(val_samples)
+    history = [{"epoch": h["epoch"], key: h[key], "train_loss": h["train_loss"]} for h in result["history"]]
+    if not val_samples:
+        return {"accuracy": result["top1"], "history": history}
+    return {"accuracy": evaluate_top1(model, test_x, test_y), "val_accuracy": result["top1"],
+            "val_samples": val_samples, "val_seed": VAL_SEED, "n_train": n_train, "history": history}
 
 
 def _check_images(train_images: Tensor, train_labels: Tensor, test_images: Tensor, test_labels: Tensor) -> None:
@@ -170,7 +184,7 @@ def train_classifier(
                           epochs=epochs, batch_size=batch_size, seed=seed,
                           data_hparams=_augmentation(cutout_size, val_samples),
                           data_resume_keys=_resume_keys(val_samples),
-                          eval_key="val_acc" if val_samples else "test_acc", **kwargs)
+                          eval_key=_eval_key(val_samples), **kwargs)
 
 
 def range_init_batches(images: Tensor, *, batch_size: int, seed: int, device: torch.device,
@@ -221,7 +235,7 @@ def train_hwa(
     return fit_hwa(digital_model, epoch_batches=data.batches, range_init_batches=init_batches,
                    n_train=len(train_images), evaluate=data.evaluate, epochs=epochs, batch_size=batch_size, seed=seed,
                    data_hparams=_augmentation(cutout_size, val_samples), data_resume_keys=_resume_keys(val_samples),
-                   eval_key="val_acc" if val_samples else "test_acc", **kwargs)
+                   eval_key=_eval_key(val_samples), **kwargs)
 
 
 def train_baseline(
@@ -267,8 +281,7 @@ def train_baseline(
     )
     if not result["finished"]:
         return {**result, "out_path": None, "meta": None}
-    key = "val_acc" if val_samples else "test_acc"
-    test_acc = evaluate_top1(model, test_x, test_y) if val_samples else result["top1"]  # the test split, once
+    accuracy = _accuracy_meta(model, result, test_x, test_y, val_samples, len(train_y))
     if val_samples:
         hparams = {**hparams, "val_samples": val_samples}
     args = ", ".join(f"{k}={v!r}" for k, v in sorted(hparams.items())
@@ -277,9 +290,7 @@ def train_baseline(
                + (f", {args}" if args else "") + f", out_path={out.name!r})")
     meta = {
         "arch": arch,
-        "accuracy": test_acc,
-        **({"val_accuracy": result["top1"], "val_samples": val_samples, "val_seed": VAL_SEED,
-            "n_train": len(train_y)} if val_samples else {}),
+        **accuracy,
         "epochs": epochs,
         "seed": seed,
         "hparams": result["hparams"],
@@ -289,7 +300,6 @@ def train_baseline(
         "torch_version": result["torch_version"],
         "dataset": DATASET_NAME,
         "n_test": len(test_y),
-        "history": _history(result, key),
     }
     save_checkpoint(out, model, arch, meta)
     return {**result, "out_path": str(out), "meta": meta}
@@ -321,13 +331,9 @@ def train_hwa_cifar10(model: str, *, epochs: int, out_path: PathLike, data_sourc
                        val_samples=val_samples, **hparams)
     if not result["finished"]:
         return {**result, "out_path": None, "meta": None}
-    key = "val_acc" if val_samples else "test_acc"
-    # the test split once, for the final model (eval mode, unprogrammed); the epochs saw only val
-    test_acc = evaluate_top1(result["model"], test_x, test_y) if val_samples else result["top1"]
     meta = {
-        "arch": arch, "accuracy": test_acc, "accuracy_kind": "HWA model, eval mode, unprogrammed, no drift",
-        **({"val_accuracy": result["top1"], "val_samples": val_samples, "val_seed": VAL_SEED,
-            "n_train": len(train_y)} if val_samples else {}),
+        "arch": arch, **_accuracy_meta(result["model"], result, test_x, test_y, val_samples, len(train_y)),
+        "accuracy_kind": "HWA model, eval mode, unprogrammed, no drift",
         "digital_accuracy": source_meta.get("accuracy"), "source": str(model), "epochs": epochs, "seed": seed,
         "lr": result["hparams"]["lr"], "batch_size": result["hparams"]["batch_size"], "hparams": result["hparams"],
         "preset": result["preset"], "seconds": result["seconds"], "device": result["device"],
@@ -335,7 +341,6 @@ def train_hwa_cifar10(model: str, *, epochs: int, out_path: PathLike, data_sourc
         "input_range_fix": result["input_range_fix"], "dataset": DATASET_NAME, "n_test": len(test_y),
         "command": command or (f"aihwkit_nabn.tasks.cifar10.train_hwa_cifar10({str(model)!r}, epochs={epochs}, "
                                f"seed={seed}, out_path={out.name!r})"),
-        "history": _history(result, key),
     }
     save_hwa_checkpoint(out, result["model"], arch, meta, digital_layers=result["hparams"]["digital_layers"])
     return {**result, "out_path": str(out), "meta": meta}
