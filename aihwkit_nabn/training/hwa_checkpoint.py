@@ -28,12 +28,12 @@ from ..analog.hwa_preset import TorchHWAPreset
 from ..analog.presets import config_fields
 from ..errors import CheckpointError
 from ..utils.io import atomic_save, check_plain, plain
-from .checkpoints import CHECKPOINT_FORMAT, check_model_state, load_checkpoint, read_checkpoint
+from .checkpoints import CHECKPOINT_FORMAT, check_model_state, load_checkpoint, load_model_spec, read_checkpoint
 from .compact_state import HWA_FORMAT, HWA_FORMAT_FULL, HWA_FORMATS, digital_state_of
 from .distributed import is_main
 from .registry import MODELS, create_model, list_models
 
-__all__ = ["save_hwa_checkpoint", "load_hwa_model", "HWA_FORMAT", "HWA_FORMATS", "digital_state_of"]
+__all__ = ["save_hwa_checkpoint", "load_hwa_model", "hwa_source", "hwa_meta", "HWA_FORMAT", "HWA_FORMATS", "digital_state_of"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -118,6 +118,24 @@ def _compact(blob: Dict[str, Any], state: Dict[str, Any], model_kwargs: Optional
             rebuilt[k].dtype == state[k].dtype and torch.equal(rebuilt[k], state[k]) for k in state):
         return {**blob, "hwa": {**hwa, "format": HWA_FORMAT_FULL}}
     return compact
+
+
+def hwa_source(model: PathLike, out_path: PathLike, hparams: Dict[str, Any]) -> Tuple[nn.Module, Dict[str, Any], str, Path]:
+    """What every task's HWA recipe starts from: ``(digital model, its meta, arch, output path)`` for a registry
+    name or a checkpoint path ``model``; ``hparams`` gets the log and resume paths beside the output by default."""
+    _, digital, source_meta = load_model_spec(model)
+    arch = read_checkpoint(model)["arch"] if Path(model).is_file() else str(model)
+    out = Path(out_path)
+    hparams.setdefault("log_path", str(out) + ".log.jsonl")
+    hparams.setdefault("resume_path", str(out) + ".resume.pt")
+    return digital, source_meta, arch, out
+
+
+def hwa_meta(result: Dict[str, Any], source_meta: Dict[str, Any], model: PathLike) -> Dict[str, Any]:
+    """The meta entries every HWA checkpoint holds about its run: the source model and its accuracy, the preset,
+    the aihwkit version and the input-range fix of a :func:`~.hwa.fit_hwa` ``result``."""
+    return {"digital_accuracy": source_meta.get("accuracy"), "source": str(model), "preset": result["preset"],
+            "aihwkit_version": result["aihwkit_version"], "input_range_fix": result["input_range_fix"]}
 
 
 def load_hwa_model(path: PathLike, rpu_config: Optional[TorchInferenceRPUConfig] = None, *,

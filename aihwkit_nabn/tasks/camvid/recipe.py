@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...evaluation.metrics import MeanIoU
-from ...training.checkpoints import load_model_spec, read_checkpoint, save_checkpoint
+from ...training.checkpoints import save_checkpoint
 from ...training.digital import fit_classifier
 from ...training.hwa import fit_hwa
-from ...training.hwa_checkpoint import save_hwa_checkpoint
+from ...training.hwa_checkpoint import hwa_meta, hwa_source, save_hwa_checkpoint
 from ...training.registry import create_model
 from ...utils.batches import TensorBatches
 from .data import CLASSES, VOID, load_camvid, normalize
@@ -156,11 +156,7 @@ def train_hwa_camvid(model: str, *, epochs: int, out_path: PathLike, data_source
     the loss is the digital recipe's weighted cross-entropy; val mIoU after every epoch; the test mIoU of
     the final model (unprogrammed) in the meta.
     """
-    _, digital, source_meta = load_model_spec(model)
-    arch = read_checkpoint(model)["arch"] if Path(model).is_file() else model
-    out = Path(out_path)
-    hparams.setdefault("log_path", str(out) + ".log.jsonl")
-    hparams.setdefault("resume_path", str(out) + ".resume.pt")
+    digital, source_meta, arch, out = hwa_source(model, out_path, hparams)
     data = _SegData(data_source, seed=seed, batch_size=batch_size, cache_dir=cache_dir)
     result = fit_hwa(digital, epoch_batches=data.batches, range_init_batches=data.range_init,
                      n_train=len(data.train_x), evaluate=data.evaluate_val, epochs=epochs, batch_size=batch_size,
@@ -171,7 +167,6 @@ def train_hwa_camvid(model: str, *, epochs: int, out_path: PathLike, data_source
     test = data.metric("test", next(result["model"].parameters()).device)
     meta = _meta(result, arch, epochs, seed, command or f"train_hwa_camvid({str(model)!r}, epochs={epochs})",
                  test(result["model"]), accuracy_kind="HWA model, eval mode, unprogrammed, no drift: test mIoU (%)",
-                 digital_accuracy=source_meta.get("accuracy"), preset=result["preset"],
-                 aihwkit_version=result["aihwkit_version"], input_range_fix=result["input_range_fix"], source=str(model))
+                 **hwa_meta(result, source_meta, model))
     save_hwa_checkpoint(out, result["model"], arch, meta, digital_layers=result["hparams"]["digital_layers"])
     return {**result, "out_path": str(out), "meta": meta}

@@ -16,10 +16,10 @@ from typing import Any, Dict, Iterator, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from ...training.checkpoints import load_model_spec, read_checkpoint, save_checkpoint
+from ...training.checkpoints import save_checkpoint
 from ...training.digital import fit_classifier
 from ...training.hwa import fit_hwa
-from ...training.hwa_checkpoint import save_hwa_checkpoint
+from ...training.hwa_checkpoint import hwa_meta, hwa_source, save_hwa_checkpoint
 from ...training.registry import create_model
 from .data import VAL_SEED, load_cifar10, split_off_val
 from .views import CUTOUT_SIZE, draw_views, epoch_batches, normalize_on, training_view
@@ -321,11 +321,7 @@ def train_hwa_cifar10(model: str, *, epochs: int, out_path: PathLike, data_sourc
     Returns:
         the :func:`train_hwa` result plus ``out_path`` (None while unfinished) and ``meta``.
     """
-    _, digital, source_meta = load_model_spec(model)
-    arch = read_checkpoint(model)["arch"] if Path(model).is_file() else model
-    out = Path(out_path)
-    hparams.setdefault("log_path", str(out) + ".log.jsonl")
-    hparams.setdefault("resume_path", str(out) + ".resume.pt")
+    digital, source_meta, arch, out = hwa_source(model, out_path, hparams)
     train_x, train_y, eval_x, eval_y, test_x, test_y = _split(data_source, cache_dir, val_samples)
     result = train_hwa(digital, train_x, train_y, eval_x, eval_y, epochs=epochs, seed=seed, device=device,
                        val_samples=val_samples, **hparams)
@@ -333,12 +329,11 @@ def train_hwa_cifar10(model: str, *, epochs: int, out_path: PathLike, data_sourc
         return {**result, "out_path": None, "meta": None}
     meta = {
         "arch": arch, **_accuracy_meta(result["model"], result, test_x, test_y, val_samples, len(train_y)),
-        "accuracy_kind": "HWA model, eval mode, unprogrammed, no drift",
-        "digital_accuracy": source_meta.get("accuracy"), "source": str(model), "epochs": epochs, "seed": seed,
+        "accuracy_kind": "HWA model, eval mode, unprogrammed, no drift", **hwa_meta(result, source_meta, model),
+        "epochs": epochs, "seed": seed,
         "lr": result["hparams"]["lr"], "batch_size": result["hparams"]["batch_size"], "hparams": result["hparams"],
-        "preset": result["preset"], "seconds": result["seconds"], "device": result["device"],
-        "torch_version": result["torch_version"], "aihwkit_version": result["aihwkit_version"],
-        "input_range_fix": result["input_range_fix"], "dataset": DATASET_NAME, "n_test": len(test_y),
+        "seconds": result["seconds"], "device": result["device"], "torch_version": result["torch_version"],
+        "dataset": DATASET_NAME, "n_test": len(test_y),
         "command": command or (f"aihwkit_nabn.tasks.cifar10.train_hwa_cifar10({str(model)!r}, epochs={epochs}, "
                                f"seed={seed}, out_path={out.name!r})"),
     }

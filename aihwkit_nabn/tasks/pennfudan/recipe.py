@@ -17,10 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from ...evaluation.metrics import DetectionAP
-from ...training.checkpoints import load_model_spec, read_checkpoint, save_checkpoint
+from ...training.checkpoints import save_checkpoint
 from ...training.digital import fit_classifier
 from ...training.hwa import fit_hwa
-from ...training.hwa_checkpoint import save_hwa_checkpoint
+from ...training.hwa_checkpoint import hwa_meta, hwa_source, save_hwa_checkpoint
 from ...training.registry import create_model
 from .data import load_pennfudan, normalize
 from .views import epoch_batches, training_view
@@ -120,11 +120,7 @@ def train_hwa_pennfudan(model: str, *, epochs: int, out_path: PathLike, data_sou
                         cache_dir: Optional[PathLike] = None, command: Optional[str] = None,
                         **hparams: Any) -> Dict[str, Any]:
     """HWA-fine-tune a Penn-Fudan detector (registry name or checkpoint) and save its HWA checkpoint."""
-    _, digital, source_meta = load_model_spec(model)
-    arch = read_checkpoint(model)["arch"] if Path(model).is_file() else model
-    out = Path(out_path)
-    hparams.setdefault("log_path", str(out) + ".log.jsonl")
-    hparams.setdefault("resume_path", str(out) + ".resume.pt")
+    digital, source_meta, arch, out = hwa_source(model, out_path, hparams)
     data = _DetData(data_source, seed=seed, batch_size=batch_size, cache_dir=cache_dir)
     result = fit_hwa(digital, epoch_batches=data.batches, range_init_batches=data.range_init,
                      n_train=len(data.images), evaluate=data.evaluate_val, epochs=epochs, batch_size=batch_size,
@@ -135,7 +131,6 @@ def train_hwa_pennfudan(model: str, *, epochs: int, out_path: PathLike, data_sou
     values = data.metric("test", next(result["model"].parameters()).device)(result["model"])
     meta = _meta(result, arch, epochs, seed, command or f"train_hwa_pennfudan({str(model)!r}, epochs={epochs})",
                  values, accuracy_kind="HWA model, eval mode, unprogrammed, no drift: test AP50 (%)",
-                 digital_accuracy=source_meta.get("accuracy"), preset=result["preset"],
-                 aihwkit_version=result["aihwkit_version"], input_range_fix=result["input_range_fix"], source=str(model))
+                 **hwa_meta(result, source_meta, model))
     save_hwa_checkpoint(out, result["model"], arch, meta, digital_layers=result["hparams"]["digital_layers"])
     return {**result, "out_path": str(out), "meta": meta}
