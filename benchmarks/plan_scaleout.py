@@ -12,11 +12,17 @@ ResNet-20/32 with the fused path, ``results/camvid/`` for CamVid) and the speed 
 * on G GPUs the units are spread evenly, one at a time per GPU (GPU-bound: sharing a GPU between units is
   assumed to give no speed-up), so the wall time is the setup (models, input ranges, data: measured as
   wall - parts) plus ceil(U / G) units; more GPUs than units do not help (more chips do);
-* what stays serial: HWA training of a model (one GPU; no DDP yet) and the data decode;
+* what stays serial: HWA training of a model (one GPU: torchrun DDP exists, but its speed-up is not measured yet) and the data decode;
 * ResNet-56 rows are ResNet-32's scaled by their measured inference-time ratio; ImageNet ResNet-50 rows are
   ResNet-32's scaled by the FLOPs per image (4.1 G / 0.069 G), the evaluation also by the test-set size
   (50,000 / 5,000 images), i.e. assuming the same device efficiency — an extrapolation, not a measurement;
-* Penn-Fudan has no measured rows yet and is left out.
+* Penn-Fudan (two metrics per row pair: the times of its ``ap50`` rows are counted once): a chip's main grid is
+  the measured mean row time of each method times the 5 times (from the rows measured so far, which include
+  the first fine-tuning of each process: 65-77 s of Triton compilation for the analog backward, paid once per
+  worker process), plus its retention and calibration-size rows, times the overhead of its own retention and
+  calibration-size parts (part wall / their rows); its HWA fine-tuning (15 epochs) and CamVid's are serial;
+* the noise tables of CamVid and Penn-Fudan (20 settings x 6 methods at 1 y x 5 chips) take their per-method
+  row times from those grids.
 """
 
 import argparse
@@ -43,6 +49,33 @@ def _per_method(rows):
     for r in rows:
         acc[r["method"]].append(float(r["method_seconds"]) + float(r["eval_seconds"]))
     return {m: sum(v) / len(v) for m, v in acc.items()}
+
+
+def _last_seconds(log):
+    """The ``seconds`` of the last record of a training log (the whole run's training time)."""
+    return float(json.loads(Path(log).read_text().splitlines()[-1])["seconds"])
+
+
+def _pennfudan():
+    """Penn-Fudan's measured unit: the final comparison if committed, else the journals of the unfinished one."""
+    final = ROOT / "results/pennfudan"
+    base = final if (final / "main" / "rows.csv").exists() else final / "in_progress" / "parts"
+    find = (lambda part: base / part / "rows.csv") if base == final else (
+        lambda part: next(base.glob(f"*/{part}/rows.csv")))
+    parts = {p: [r for r in _rows(find(p)) if r["metric"] == "ap50"] for p in ("main", "retention", "calib_size")}
+    pm = _per_method(parts["main"])
+    times = len({r["time_label"] for r in parts["main"]}) if base == final else 5
+    chips = len({r["chip"] for r in parts["retention"]})
+    side = [r for p in ("retention", "calib_size") for r in parts[p]]
+    side_sum = sum(float(r["method_seconds"]) + float(r["eval_seconds"]) for r in side)
+    runs = [json.loads(f.read_text()) for f in ([final / "run.json"] if base == final else base.glob("*/run.json"))]
+    side_wall = sum(s for run in runs for p, s in run["part_seconds"].items() if p in ("retention", "calib_size"))
+    task_overhead = side_wall / side_sum
+    unit = (sum(pm.values()) * times + side_sum / chips) * task_overhead
+    return {"unit_seconds": unit, "per_method": pm, "overhead": task_overhead,
+            "rows": sum(len(v) for v in parts.values()),
+            "source": "final comparison" if base == final else "unfinished comparison's journals",
+            "hwa_seconds": _last_seconds(final / "hwa" / "fcos_small_hwa.pt.log.jsonl")}
 
 
 def _grid(name, unit_seconds, units, setup, hwa_serial=0.0, note=""):
@@ -87,7 +120,7 @@ def main(argv=None):
                            note="ResNet-20/32 measured, ResNet-56 scaled"))
     hwa = {"grid": "CIFAR-10 HWA, 100 epochs per model (ResNet-20/32/56)", "units": 3,
            "unit_seconds": max(hwa_epoch.values()) * 100, "setup_seconds": 0.0,
-           "note": "one GPU per model (no DDP yet): serial on 1 GPU, side by side from 3 GPUs on"}
+           "note": "one GPU per model (DDP speed-up unmeasured): serial on 1 GPU, side by side from 3 GPUs on"}
     for g in GPUS:
         hwa[f"wall_seconds_{g}gpu"] = (sum(hwa_epoch.values()) if g == 1 else max(hwa_epoch.values())) * 100
     grids.append(hwa)
@@ -102,11 +135,26 @@ def main(argv=None):
         for g in GPUS:
             row[f"wall_seconds_{g}gpu"] = 20 * (setup + math.ceil(chips / g) * noise_unit)
         grids.append(row)
+    camvid_hwa = _last_seconds(ROOT / "results/camvid/hwa/unet_small_hwa.pt.log.jsonl")
     camvid_rows = sum(len(_rows(ROOT / f"results/camvid/{p}/rows.csv")) for p in ("main", "retention", "calib_size"))
     camvid_sum = sum(float(r["method_seconds"]) + float(r["eval_seconds"])
                      for p in ("main", "retention", "calib_size") for r in _rows(ROOT / f"results/camvid/{p}/rows.csv"))
     grids.append(_grid("CamVid, unet_small, main + retention + calibration size, 5 chips", camvid_sum / 5 * overhead,
-                       5, setup, note=f"{camvid_rows} measured rows"))
+                       5, setup, hwa_serial=camvid_hwa, note=f"{camvid_rows} measured rows, HWA {camvid_hwa:.0f} s serial"))
+    camvid_pm = _per_method(_rows(ROOT / "results/camvid/main/rows.csv"))
+    pf = _pennfudan()
+    grids.append(_grid("Penn-Fudan, fcos_small, main + retention + calibration size, 5 chips", pf["unit_seconds"], 5,
+                       setup, hwa_serial=pf["hwa_seconds"],
+                       note=f"{pf['rows']} measured rows ({pf['source']}), HWA {pf['hwa_seconds']:.0f} s serial"))
+    for name, pm_task, task_overhead in (("CamVid unet_small", camvid_pm, overhead),
+                                         ("Penn-Fudan fcos_small", pf["per_method"], pf["overhead"])):
+        unit_s = sum(pm_task[m] for m in ("digital", "gdc", "nabn", "bnft", "hwa", "hwa+nabn")) * task_overhead
+        row = {"grid": f"noise table, {name} x 20 settings x 6 methods at 1 y x 5 chips", "units": 20 * 5,
+               "unit_seconds": unit_s, "setup_seconds": setup * 20,
+               "note": "per-method row times of its main grid; settings one after another"}
+        for g in GPUS:
+            row[f"wall_seconds_{g}gpu"] = 20 * (setup + math.ceil(5 / g) * unit_s)
+        grids.append(row)
     r32 = _rows(grids_dir / "resnet32" / "main" / "rows.csv")
     flops = 4.1 / 0.069
     # evaluation scales with FLOPs x test images; calibration and fine-tuning (same image counts) with FLOPs only
