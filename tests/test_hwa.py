@@ -49,6 +49,7 @@ from aihwkit_nabn.tasks.cifar10.recipe import range_init_batches, train_hwa, tra
 from aihwkit_nabn.training.checkpoints import load_checkpoint, save_checkpoint
 from aihwkit_nabn.training.hwa_checkpoint import load_hwa_model, save_hwa_checkpoint
 from aihwkit_nabn.training.registry import create_model
+from aihwkit_nabn.training.schedule import PlateauSchedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import tiny_net  # noqa: E402  pylint: disable=wrong-import-position
@@ -193,6 +194,72 @@ def test_train_hwa_resume_is_exact(digital, tmp_path):
     assert [h["test_acc"] for h in straight["history"]] == [h["test_acc"] for h in second["history"]]
     with pytest.raises(CheckpointError, match="other settings"):
         train_hwa(digital, x, y, x[:8], y[:8], log_path=log, resume_path=state, **{**kw, "lr": 0.1})
+
+
+def test_plateau_schedule_rule():
+    rule = PlateauSchedule(patience=2, factor=0.5, stop_patience=3, min_epochs=5)
+    # epoch: 1 2 3 4 5 6 7 8; best at 2 (60.0); 3, 4 without improvement -> cut; 5 not better; stop at 5 would be
+    # due (best 3 epochs old) but min_epochs=5 allows it only from epoch 5 on
+    metrics = [50.0, 60.0, 60.0, 55.0, 59.0, 61.0, 61.0, 61.0, 61.0]
+    stops, scales = [], []
+    for epoch, metric in enumerate(metrics, 1):
+        stops.append(rule.epoch_end(metric, epoch))
+        scales.append(rule(0))
+    assert scales == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.25, 0.25]
+    assert stops == [False, False, False, False, True, False, False, False, True]
+    assert rule.best == 61.0 and rule.best_epoch == 6 and rule.cuts == 2
+    early = PlateauSchedule(patience=1, stop_patience=1, min_epochs=0)
+    assert early.epoch_end(1.0, 1) is False and early.epoch_end(1.0, 2) is True  # equal is not better
+    with pytest.raises(FloatingPointError, match="epoch 3"):
+        early.epoch_end(float("nan"), 3)
+    for kwargs, what in (({"patience": 0}, "patience"), ({"stop_patience": 1.5}, "stop_patience"),
+                         ({"min_epochs": -1}, "min_epochs"), ({"factor": 1.0}, "factor"), ({"min_delta": -1}, "min_delta")):
+        with pytest.raises(ValueError, match=what):
+            PlateauSchedule(**kwargs)
+
+
+def test_train_hwa_plateau_follows_its_rule_and_resumes_exactly(digital, tmp_path):
+    x, y = data(16, seed=2)
+    kw = dict(epochs=8, batch_size=8, rpu_config=small_config(), lr=0.05, seed=0, device="cpu", progress=False,
+              val_samples=8, schedule="plateau", patience=1, stop_patience=2, min_epochs=3)
+    straight = train_hwa(digital, x, y, x[:8], y[:8], **kw)
+    hist = straight["history"]
+    # replay the rule on the logged val accuracies: every epoch's lr and the stop must follow from it
+    rule, lrs, stop_at = PlateauSchedule(patience=1, stop_patience=2, min_epochs=3), [], None
+    for rec in hist:
+        lrs.append(0.05 * rule.scale)
+        if rule.epoch_end(rec["val_acc"], rec["epoch"]):
+            stop_at = rec["epoch"]
+            break
+    assert [rec["lr"] for rec in hist] == pytest.approx(lrs, rel=1e-12)
+    assert rule.cuts >= 1  # the rule acted in this run (the test would say nothing otherwise)
+    assert straight["finished"] and straight["stopped"] == (stop_at is not None)
+    assert len(hist) == (stop_at or 8) and bool(hist[-1].get("stopped")) == straight["stopped"]
+    assert straight["hparams"]["schedule"].startswith("plateau on val_acc: lr x0.5 after 1 epochs")
+    log, state = tmp_path / "log.jsonl", tmp_path / "state.pt"
+    first = train_hwa(digital, x, y, x[:8], y[:8], log_path=log, resume_path=state, stop_after_epochs=2, **kw)
+    assert first["epochs_done"] == 2 and not first["finished"]
+    second = train_hwa(digital, x, y, x[:8], y[:8], log_path=log, resume_path=state, **kw)
+    assert [h["val_acc"] for h in second["history"]] == [h["val_acc"] for h in hist]
+    assert [h["lr"] for h in second["history"]] == [h["lr"] for h in hist]
+    a, b = analog_state(straight["model"]), analog_state(second["model"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    if straight["stopped"]:  # a stopped run, resumed, trains no more
+        again = train_hwa(digital, x, y, x[:8], y[:8], log_path=log, resume_path=state, **kw)
+        assert again["epochs_done"] == len(hist) and again["stopped"] and again["finished"]
+    with pytest.raises(CheckpointError, match="other settings"):  # the schedule is part of the run's identity
+        train_hwa(digital, x, y, x[:8], y[:8], log_path=log, resume_path=state, **{**kw, "schedule": "cosine"})
+
+
+def test_train_hwa_plateau_needs_a_val_split(digital):
+    x, y = data(8)
+    ok = dict(epochs=2, batch_size=4, progress=False, rpu_config=small_config(), device="cpu")
+    with pytest.raises(ValueError, match="validation metric"):
+        train_hwa(digital, x, y, x, y, schedule="plateau", **ok)  # evaluates on test: refused
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        train_hwa(digital, x, y, x, y, schedule="step", **ok)
+    with pytest.raises(ValueError, match="min_epochs"):
+        train_hwa(digital, x, y, x, y, schedule="plateau", val_samples=4, min_epochs=3, **ok)
 
 
 def test_bad_input(digital):
@@ -343,13 +410,17 @@ def test_cli_hwa_wiring(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr("aihwkit_nabn.tasks.cifar10.task.train_hwa_cifar10", fake)
     out = str(tmp_path / "h.pt")
     argv = ["hwa", "--model", "resnet20", "--epochs", "2", "--out", out, "--lr", "0.01", "--batch-size", "64",
-            "--max-seconds", "30", "--seed", "1", "--device", "cpu", "--quiet"]
+            "--max-seconds", "30", "--seed", "1", "--device", "cpu", "--quiet", "--val-samples", "5000",
+            "--schedule", "plateau", "--patience", "4", "--stop-patience", "12", "--min-epochs", "1"]
     assert cli.main(argv) == 0
+    assert (seen["schedule"], seen["patience"], seen["stop_patience"], seen["min_epochs"]) == ("plateau", 4, 12, 1)
     assert seen["model"] == "resnet20" and seen["epochs"] == 2 and seen["out_path"] == out
     assert seen["lr"] == 0.01 and seen["batch_size"] == 64 and seen["max_seconds"] == 30.0
     assert seen["seed"] == 1 and seen["device"] == "cpu" and seen["progress"] is False
     assert seen["command"].startswith("aihwkit-nabn hwa --model resnet20")
     assert json.loads(capsys.readouterr().out)["top1"] == 50.0
+    assert cli.main(["hwa", "--model", "resnet20", "--epochs", "2", "--out", out, "--schedule", "step"]) == 2
+    assert "expected one of cosine, plateau" in capsys.readouterr().err
     assert cli.main(["hwa", "--model", "resnet20", "--out", out]) == 2  # --epochs is required
     err = capsys.readouterr().err
     assert err.startswith("aihwkit-nabn: error: ") and "--epochs" in err and err.count("\n") == 1

@@ -85,6 +85,17 @@ def float_option(positive: bool = False, minimum: Optional[float] = None) -> Cal
     return parse
 
 
+def choice_option(*choices: str) -> Callable[[str], str]:
+    """A parser for :class:`Option`: the text if it is one of ``choices``, or :class:`ConfigError` naming them."""
+
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ConfigError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return text
+
+    return parse
+
+
 class Task(ABC):
     """One task of the comparison. Subclasses set the class attributes and implement the data methods.
 

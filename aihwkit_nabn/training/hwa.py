@@ -34,7 +34,7 @@ from ..analog.presets import config_fields
 from ..utils.devices import device_name, resolve_device
 from .distributed import wrap
 from .loop import ResumeSpec, fit
-from .schedule import warmup_cosine
+from .schedule import PlateauSchedule, warmup_cosine
 
 __all__ = ["fit_hwa", "check_hwa_args", "HWA_RESUME_FORMAT"]
 
@@ -42,7 +42,8 @@ PathLike = Union[str, os.PathLike]
 HWA_RESUME_FORMAT = "aihwkit-nabn/hwa-train-state/v1"
 _NO_DECAY = ("input_range", "out_scaling_alpha", "analog_ctx")  # learned periphery: no weight decay
 _RESUME_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "n_train",
-                "digital_layers", "rpu_config")
+                "digital_layers", "rpu_config", "schedule")
+SCHEDULES = ("cosine", "plateau")
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
@@ -90,6 +91,10 @@ def fit_hwa(
     output_fn: Optional[Callable[[Any], Tensor]] = None,
     eval_key: str = "test_acc",
     train_step: Optional[Callable[[nn.Module, Any, Any], Tuple[Tensor, Optional[Tensor]]]] = None,
+    schedule: str = "cosine",
+    patience: int = 5,
+    stop_patience: int = 15,
+    min_epochs: int = 0,
     max_seconds: Optional[float] = None,
     stop_after_epochs: Optional[int] = None,
     log_path: Optional[PathLike] = None,
@@ -101,9 +106,12 @@ def fit_hwa(
     Installs the input-range gradient fix for the call (:func:`~aihwkit_nabn._aihwkit.input_range_fix.input_range_fix`,
     needed on torch >= 2.14; aihwkit is left as it was found), seeds torch with ``seed``, converts with
     ``to_analog(accelerate=True)``, moves to ``device``, initialises the input ranges from
-    ``range_init_batches(device)`` (aihwkit's ``init_from_data``, at a fresh start only), then trains
-    ``epochs`` epochs with ``AnalogSGD`` (cosine learning rate to 0 over all steps, per step) on
-    ``epoch_batches(epoch, device)``, in fp32 (no autocast: the analog simulation stays exact).
+    ``range_init_batches(device)`` (aihwkit's ``init_from_data``, at a fresh start only), then trains with
+    ``AnalogSGD`` on ``epoch_batches(epoch, device)``, in fp32 (no autocast: the analog simulation stays
+    exact): ``epochs`` epochs with a cosine learning rate to 0 over all steps (``schedule="cosine"``), or, with
+    ``schedule="plateau"``, at ``lr`` halved whenever the validation metric has not improved for ``patience``
+    epochs, until its best is ``stop_patience`` epochs old (not before ``min_epochs``; at most ``epochs``):
+    :class:`~.schedule.PlateauSchedule`, which needs ``evaluate`` to be a validation metric.
 
     Args:
         digital_model: a trained digital model.
@@ -124,6 +132,7 @@ def fit_hwa(
         eval_key: the name of ``evaluate``'s value in the history records (default ``"test_acc"``).
         train_step: ``fn(model, x, y) -> (loss, logits or None)`` instead of the classifier's forward + loss
             (e.g. a detector, which returns its losses in training mode).
+        schedule, patience, stop_patience, min_epochs: the learning-rate schedule (above).
         max_seconds, stop_after_epochs, log_path, resume_path, progress: see :func:`.loop.fit`.
 
     Returns:
@@ -134,6 +143,16 @@ def fit_hwa(
     """
     # pylint: disable=too-many-arguments, too-many-locals
     check_hwa_args(epochs, batch_size, lr, max_seconds)
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    plateau = None
+    if schedule == "plateau":
+        if not eval_key.startswith("val"):
+            raise ValueError(f"schedule='plateau' decides on the evaluated metric, here {eval_key!r}: it must be a "
+                             "validation metric (hold a val split out of the training data, e.g. --val-samples 5000)")
+        plateau = PlateauSchedule(patience=patience, stop_patience=stop_patience, min_epochs=min_epochs)
+        if min_epochs > epochs:
+            raise ValueError(f"min_epochs ({min_epochs}) is more than epochs ({epochs}, the most)")
     if not isinstance(digital_model, nn.Module) or has_analog_tiles(digital_model):
         raise TypeError("digital_model must be a digital torch model (it is converted to analog here)")
     rpu_config = TorchHWAPreset() if rpu_config is None else rpu_config
@@ -149,13 +168,22 @@ def fit_hwa(
             "weight_decay": weight_decay, "nesterov": nesterov, "n_train": n_train,
             "steps_per_epoch": steps_per_epoch, "digital_layers": digital_layers,
             "preset": type(rpu_config).__name__, "rpu_config": config_fields(rpu_config),
-            "optimizer": "aihwkit AnalogSGD", "schedule": "cosine to 0, per step",
+            "optimizer": "aihwkit AnalogSGD",
+            "schedule": "cosine to 0, per step" if plateau is None else plateau.describe(eval_key, epochs),
             **dict(data_hparams or {}), "precision": "fp32",
         }
         torch.manual_seed(seed)
         model = to_analog(digital_model, rpu_config, digital_layers=digital_layers, accelerate=True).to(dev)
         optimizer = AnalogSGD(_param_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=nesterov)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(epochs * steps_per_epoch, 0))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(epochs * steps_per_epoch, 0) if plateau is None else plateau)
+
+        def plateau_end(record: Dict[str, Any]) -> bool:
+            stop = plateau.epoch_end(record[eval_key], record["epoch"])
+            # LambdaLR applies a new multiplier at its next step: set it now, for the next epoch's first step
+            for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+                group["lr"] = base * plateau.scale
+            return stop
 
         trained = wrap(model, dev, find_unused_parameters=True)  # under torchrun: DDP over the ranks' slices of each global batch
 
@@ -180,14 +208,14 @@ def fit_hwa(
             on_fresh_start=lambda: {"init_batches": init_input_ranges(model, range_init_batches(dev))},
             epoch_extras=range_mean, log_path=log_path, resume_path=resume_path,
             stop_after_epochs=stop_after_epochs, max_seconds=max_seconds, progress=progress, desc="hwa",
-            eval_key=eval_key,
+            eval_key=eval_key, epoch_end=None if plateau is None else plateau_end,
         )
         model.eval()
         history = run["history"]
         top1 = history[-1][eval_key] if history else evaluate(model, dev)
     return {
         "model": model, "top1": top1, "history": history, "seconds": run["seconds"],
-        "epochs": epochs, "epochs_done": run["epochs_done"], "finished": run["finished"],
+        "epochs": epochs, "epochs_done": run["epochs_done"], "finished": run["finished"], "stopped": run["stopped"],
         "resumed_from_epoch": run["resumed_from_epoch"], "seed": seed, "hparams": hparams,
         "device": device_name(dev), "torch_version": str(torch.__version__),
         "aihwkit_version": str(aihwkit.__version__), "preset": type(rpu_config).__name__,

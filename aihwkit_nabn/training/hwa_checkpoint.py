@@ -133,9 +133,11 @@ def hwa_source(model: PathLike, out_path: PathLike, hparams: Dict[str, Any]) -> 
 
 def hwa_meta(result: Dict[str, Any], source_meta: Dict[str, Any], model: PathLike) -> Dict[str, Any]:
     """The meta entries every HWA checkpoint holds about its run: the source model and its accuracy, the preset,
-    the aihwkit version and the input-range fix of a :func:`~.hwa.fit_hwa` ``result``."""
+    the aihwkit version, the input-range fix and the epochs done (and whether the plateau rule stopped the run)
+    of a :func:`~.hwa.fit_hwa` ``result``."""
     return {"digital_accuracy": source_meta.get("accuracy"), "source": str(model), "preset": result["preset"],
-            "aihwkit_version": result["aihwkit_version"], "input_range_fix": result["input_range_fix"]}
+            "aihwkit_version": result["aihwkit_version"], "input_range_fix": result["input_range_fix"],
+            "epochs_done": result["epochs_done"], "stopped": bool(result.get("stopped", False))}
 
 
 def load_hwa_model(path: PathLike, rpu_config: Optional[TorchInferenceRPUConfig] = None, *,

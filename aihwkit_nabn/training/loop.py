@@ -95,6 +95,7 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     eval_key: str = "test_acc",
+    epoch_end: Optional[Callable[[Dict[str, Any]], bool]] = None,
 ) -> Dict[str, Any]:
     """Train ``model`` for the epochs not yet done; return what happened.
 
@@ -104,7 +105,9 @@ def fit(
     accuracy is ``logits.argmax(1) == y`` over every label: per image, or per pixel for dense prediction);
     then ``evaluate()`` (the evaluation metric), a record ``{epoch, train_loss, train_acc, <eval_key>, lr,
     **epoch_extras(), epoch_seconds, seconds}`` appended to the history and to ``log_path`` (one JSON
-    line), and, with ``resume_path``, the whole state saved atomically.
+    line), and, with ``resume_path``, the whole state saved atomically. ``epoch_end(record)``, if given, runs
+    before the record is written (e.g. a validation-driven schedule); when it returns True the record gets
+    ``"stopped": True`` and training ends there, finished (a resumed run that had stopped trains no more).
 
     Resume: if ``resume_path`` exists it is checked against ``hparams``/``seed`` (:func:`load_resume_state`)
     and the model (``load_model(state["model"], where)``), optimizer, scheduler, history, seconds and random
@@ -118,7 +121,8 @@ def fit(
 
     Returns:
         dict with ``history``, ``seconds`` (including earlier resumed parts), ``epochs_done``,
-        ``finished``, ``resumed_from_epoch`` and ``extra`` (the ``on_fresh_start`` dict).
+        ``finished``, ``stopped`` (``epoch_end`` ended it), ``resumed_from_epoch`` and ``extra`` (the
+        ``on_fresh_start`` dict).
     """
     cuda = device.type == "cuda"
     start_epoch, history, prior_seconds = 0, [], 0.0
@@ -138,6 +142,7 @@ def fit(
     else:
         extra = on_fresh_start()
     resumed_from = start_epoch
+    stopped = bool(history) and bool(history[-1].get("stopped"))
 
     main = is_main()  # under torchrun only rank 0 writes; every rank resumes from the same state
     log_file = Path(log_path) if log_path is not None and main else None
@@ -147,7 +152,7 @@ def fit(
             log_file.write_text("")  # fresh run: do not mix with an old log
 
     t_start = time.perf_counter()
-    bar = tqdm(range(start_epoch, epochs), initial=start_epoch, total=epochs,
+    bar = tqdm(range(start_epoch, epochs if not stopped else start_epoch), initial=start_epoch, total=epochs,
                desc=desc, disable=not progress, dynamic_ncols=True)
     for epoch in bar:
         t_epoch = time.perf_counter()
@@ -182,6 +187,8 @@ def fit(
             "epoch_seconds": time.perf_counter() - t_epoch,
             "seconds": prior_seconds + time.perf_counter() - t_start,
         }
+        if epoch_end is not None and epoch_end(record):
+            record["stopped"] = stopped = True
         history.append(record)
         if log_file is not None:
             with open(log_file, "a") as f:
@@ -196,7 +203,7 @@ def fit(
             }, resume_file)
         bar.set_postfix(loss=f"{train_loss:.3f}", test=f"{test_acc:.2f}")
         done_here = epoch + 1 - resumed_from
-        if (stop_after_epochs is not None and done_here >= stop_after_epochs) or (
+        if stopped or (stop_after_epochs is not None and done_here >= stop_after_epochs) or (
             max_seconds is not None and time.perf_counter() - t_start >= max_seconds
         ):
             break
@@ -206,7 +213,8 @@ def fit(
         "history": history,
         "seconds": prior_seconds + time.perf_counter() - t_start,
         "epochs_done": epochs_done,
-        "finished": epochs_done >= epochs,
+        "finished": epochs_done >= epochs or stopped,
+        "stopped": stopped,
         "resumed_from_epoch": resumed_from,
         "extra": extra,
     }

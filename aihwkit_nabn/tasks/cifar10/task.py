@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ...errors import ConfigError
 from ...evaluation.metrics import Top1Accuracy
-from ...evaluation.task import Option, PathLike, Task, check_eval_split, float_option, int_option
+from ...evaluation.task import Option, PathLike, Task, check_eval_split, choice_option, float_option, int_option
 from ...utils.batches import TensorBatches
 from .data import balanced_order, load_cifar10, normalize, split_off_val, stratified_subset
 from .recipe import DATASET_NAME, train_baseline, train_hwa_cifar10
@@ -80,6 +80,13 @@ class Cifar10Task(Task):
         Option("cutout_size", int_option(0), "side of the Cutout square (default 16, as the shipped models; 0 = none)"),
         Option("val_samples", int_option(0), "hold out this many training images as a validation split, as for "
                                              "train (default 0)"),
+        Option("schedule", choice_option("cosine", "plateau"),
+               "cosine: to 0 over --epochs (default); plateau: lr halved after --patience epochs without a better "
+               "val accuracy, stop when the best is --stop-patience epochs old (needs --val-samples)"),
+        Option("patience", int_option(1), "plateau: epochs without improvement before the lr is halved (default 5)"),
+        Option("stop_patience", int_option(1), "plateau: stop when the best val accuracy is this many epochs old "
+                                               "(default 15)"),
+        Option("min_epochs", int_option(0), "plateau: never stop before this epoch (default 0)"),
     )
 
     def __init__(self, source: Optional[PathLike] = None, val_samples: int = 0):
@@ -189,4 +196,4 @@ class Cifar10Task(Task):
                                    device=device, progress=progress, command=command or None, **options)
         return {"model": model, "top1": result["top1"], "seconds": result["seconds"], "out": result["out_path"],
                 "epochs_done": result["epochs_done"], "finished": result["finished"],
-                "input_range_fix": result["input_range_fix"]}
+                "stopped": result.get("stopped", False), "input_range_fix": result["input_range_fix"]}
