@@ -57,6 +57,12 @@ def main(argv=None) -> None:
     parser.add_argument("--labeled-samples", type=int, default=64, help="labeled training images for finetune_bn")
     parser.add_argument("--test-samples", type=int, default=0, help="0: all 50 test images")
     parser.add_argument("--bnft-steps", type=int, default=40)
+    # BN fine-tuning back-propagates through every analog layer's patch matrix: at batch 4 and shorter side 512
+    # that holds about 9.5 GB on the GPU (peak_mem_mib of the bnft rows, results/pennfudan/); a CPU run was killed
+    # for memory at 18.4 GB resident (23 GB machine, other jobs beside it)
+    parser.add_argument("--batch-size", type=int, default=4,
+                        help="images per calibration / fine-tuning batch (default 4, as reproduce pennfudan; "
+                             "2: roughly half the fine-tuning memory)")
     parser.add_argument("--quick", action="store_true", help="a smoke test: 4 images each, 1 step")
     args = parser.parse_args(argv)
     if args.quick:
@@ -65,8 +71,8 @@ def main(argv=None) -> None:
     task = nb.get_task("pennfudan", args.data)
     digital = get_model(args)
     metric = task.test_metric(args.test_samples)  # an nb.DetectionAP over the fixed test subset
-    calib = task.calibration_data(args.calib_samples, batch_size=4)  # lists of images
-    labeled = task.labeled_data(args.labeled_samples, batch_size=4)  # (images, targets) pairs
+    calib = task.calibration_data(args.calib_samples, batch_size=args.batch_size)  # lists of images
+    labeled = task.labeled_data(args.labeled_samples, batch_size=args.batch_size)  # (images, targets) pairs
     ap = metric(digital)
     print(f"digital: AP50 {ap['ap50']:.2f}%, mAP {ap['map']:.2f}% on {metric.samples} test images")
 

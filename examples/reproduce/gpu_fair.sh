@@ -3,15 +3,21 @@
 # journals and resumes, so the same call again (with runs/fair/ carried back) goes on where the last one stopped:
 #   1. the digital baselines ResNet-20/32/56 on 45,000 training images (5,000 held out as val, VAL_SEED), the
 #      committed recipe (200 epochs, label smoothing 0.1, Cutout 16, torch.compile with CUDA graphs), in parallel;
-#   2. per model, as soon as its checkpoint exists: HWA fine-tuning at batch 128 with the plateau schedule on val
-#      accuracy (lr halved after 5 epochs without a better val accuracy, stop when the best is 15 epochs old, at
-#      least HWA_MIN_EPOCHS = 100, at most HWA_EPOCHS = 200), the three side by side.
+#   2. the HWA learning rate, chosen on val: the first PROBE_EPOCHS (5) epochs of ResNet-32's HWA run at each of
+#      HWA_LRS (0.005 0.01 0.02) side by side; the best val accuracy after them wins (a tie: the larger lr) ->
+#      runs/fair/hwa/lr_probe.json; the chosen probe goes on as ResNet-32's run;
+#   3. per model, as soon as its checkpoint and the lr exist: HWA fine-tuning at batch 128 with the plateau
+#      schedule on val accuracy (lr halved after 5 epochs without a better val accuracy, stop when the best is 15
+#      epochs old, at least HWA_MIN_EPOCHS = 100, at most HWA_EPOCHS = 200), the three side by side.
 #   here:   TRIM_RESULTS=1 bash examples/reproduce/device_tree.sh trim
 #   device: COMMIT=<hash> bash examples/reproduce/gpu_fair.sh
 #           carry .gpucarry/aihwkit_site.tar.xz, .gpucarry/cifar10_jpg.tar.gz and, from the second call, runs/fair
 #   here:   bash examples/reproduce/device_tree.sh restore; cat fair.tgz.part-* | tar xz
-# env: CALL_SECONDS (555), EPOCHS (200), COMPILE (reduce-overhead; empty: none), HWA_LR (0.02), HWA_EPOCHS (200),
-#      HWA_MIN_EPOCHS (100), MODELS, DEVICE (cuda; the digital runs take the default device)
+# Checked end to end on the CPU on a 600-image copy of the archive (MODELS="resnet20 resnet32" VAL_SAMPLES=100
+# EPOCHS=2 COMPILE= PROBE_EPOCHS=2 HWA_LRS="0.01 0.02" DEVICE=cpu): baselines, probes, choice, hand-over, resume.
+# env: CALL_SECONDS (555), EPOCHS (200), COMPILE (reduce-overhead; empty: none), HWA_LRS, PROBE_EPOCHS, HWA_EPOCHS (200),
+#      HWA_MIN_EPOCHS (100), MODELS, DEVICE (cuda; the digital runs take the default device), VAL_SAMPLES (5000:
+#      other values only for a dry run on a small archive)
 set -uo pipefail
 start=$SECONDS; budget=${CALL_SECONDS:-555}
 left() { echo $((budget - (SECONDS - start))); }
@@ -20,7 +26,7 @@ mkdir -p /tmp/site
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 AIHWKIT_NABN_CIFAR10=$PWD/.gpucarry/cifar10_jpg.tar.gz
 export AIHWKIT_NABN_COMMIT=${COMMIT:-unknown} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 OUT=${OUT:-/tmp/out}; R=runs/fair; mkdir -p "$OUT" $R/ckpt $R/hwa
-MODELS=${MODELS:-resnet20 resnet32 resnet56}; DEVICE=${DEVICE:-cuda}
+MODELS=${MODELS:-resnet20 resnet32 resnet56}; DEVICE=${DEVICE:-cuda}; VAL=${VAL_SAMPLES:-5000}
 command -v nvidia-smi > /dev/null && nvidia-smi -L
 echo "call at commit $AIHWKIT_NABN_COMMIT, $(date -u +%FT%TZ)" >> $R/calls.txt
 wait_for() { until [ -f "$1" ]; do [ "$(left)" -lt 90 ] && return 1; sleep 5; done; }
@@ -28,16 +34,58 @@ wait_for() { until [ -f "$1" ]; do [ "$(left)" -lt 90 ] && return 1; sleep 5; do
 # 1. digital baselines (train_baselines.sh skips finished ones; each run resumes from its .resume.pt)
 need=0; for m in $MODELS; do [ -f $R/ckpt/$m.pt ] || need=1; done
 if [ $need = 1 ]; then
-  MAX_SECONDS=$(( $(left) - 75 )) VAL_SAMPLES=5000 COMPILE=${COMPILE-reduce-overhead} \
+  MAX_SECONDS=$(( $(left) - 75 )) VAL_SAMPLES=$VAL COMPILE=${COMPILE-reduce-overhead} \
     bash examples/reproduce/train_baselines.sh $R/ckpt "${EPOCHS:-200}" >> $R/ckpt/train.log 2>&1 &
 fi
-# 2. HWA per model, as soon as its digital checkpoint exists
+# 2. the HWA learning rate from short ResNet-32 probes on val: each probe is the first PROBE_EPOCHS epochs of
+#    the real run at that lr (same settings, stopped early: no checkpoint, so no test image is read); the chosen
+#    probe's state and log become ResNet-32's run, which resumes from them
+probe=$R/hwa/lr_probe.json; P=${PROBE_EPOCHS:-5}
+hwa_args() {  # hwa_args MODEL LR: the real run's settings (the probes share them)
+  echo "--model $R/ckpt/$1.pt --val-samples $VAL --batch-size 128 --lr $2 --schedule plateau" \
+       "--epochs ${HWA_EPOCHS:-200} --min-epochs ${HWA_MIN_EPOCHS:-100} --seed 0 --device $DEVICE --quiet"
+}
+if [ ! -f $probe ]; then
+  ( wait_for $R/ckpt/resnet32.pt || exit 0
+    for lr in ${HWA_LRS:-0.005 0.01 0.02}; do
+      d=$R/hwa/probe/lr$lr; mkdir -p $d
+      done_=$(cat $d/resnet32_hwa.pt.log.jsonl 2>/dev/null | grep -c . || true)
+      [ "$done_" -ge "$P" ] && continue
+      # shellcheck disable=SC2046
+      python3 -m aihwkit_nabn hwa $(hwa_args resnet32 $lr) --out $d/resnet32_hwa.pt --stop-after-epochs $((P - done_)) \
+        --max-seconds $(( $(left) - 75 )) >> $d/stdout 2>&1 &
+    done
+    wait
+    python3 - "$R/hwa/probe" "$P" "$probe.tmp" <<'PY' || exit 0
+import glob, json, os, sys
+folder, epochs, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+runs = {}
+for log in glob.glob(f"{folder}/lr*/resnet32_hwa.pt.log.jsonl"):
+    rows = [json.loads(line) for line in open(log) if line.strip()]
+    if len(rows) < epochs:
+        sys.exit(f"{log}: {len(rows)} of {epochs} epochs: the probes go on in the next call")
+    runs[os.path.basename(os.path.dirname(log))[2:]] = rows[epochs - 1]["val_acc"]
+best = max(runs.items(), key=lambda kv: (kv[1], float(kv[0])))[0]  # best val accuracy; a tie: the larger lr
+json.dump({"rule": f"ResNet-32 HWA: the first {epochs} epochs of the real run at each lr; the best val accuracy "
+                   "after them (a tie: the larger lr)", "val_acc": dict(sorted(runs.items())), "chosen_lr": best},
+          open(out, "w"), indent=1)
+print("HWA lr chosen on val:", best, runs)
+PY
+    lr=$(python3 -c "import json; print(json.load(open('$probe.tmp'))['chosen_lr'])")
+    cp $R/hwa/probe/lr$lr/resnet32_hwa.pt.log.jsonl $R/hwa/resnet32_hwa.pt.log.jsonl
+    cp $R/hwa/probe/lr$lr/resnet32_hwa.pt.resume.pt $R/hwa/resnet32_hwa.pt.resume.pt
+    mv $probe.tmp $probe  # only now may step 3 start (ResNet-32 resumes from the chosen probe)
+    rm -f $R/hwa/probe/lr*/*.resume.pt ) &  # the probes' logs stay, their states go
+fi
+# 3. HWA per model, as soon as its digital checkpoint and the lr exist
 for m in $MODELS; do
   ( wait_for $R/ckpt/$m.pt || exit 0
+    wait_for $probe || exit 0
     [ -f $R/hwa/${m}_hwa.pt ] && exit 0
-    python3 -m aihwkit_nabn hwa --model $R/ckpt/$m.pt --val-samples 5000 --batch-size 128 --lr "${HWA_LR:-0.02}" \
-      --schedule plateau --epochs "${HWA_EPOCHS:-200}" --min-epochs "${HWA_MIN_EPOCHS:-100}" --seed 0 \
-      --out $R/hwa/${m}_hwa.pt --max-seconds $(( $(left) - 75 )) --device $DEVICE --quiet >> $R/hwa/$m.stdout 2>&1
+    lr=$(python3 -c "import json; print(json.load(open('$probe'))['chosen_lr'])")
+    # shellcheck disable=SC2046
+    python3 -m aihwkit_nabn hwa $(hwa_args $m $lr) --out $R/hwa/${m}_hwa.pt --max-seconds $(( $(left) - 75 )) \
+      >> $R/hwa/$m.stdout 2>&1
     echo "hwa $m rc=$? at $(date -u +%FT%TZ)" >> $R/hwa/$m.stdout ) &
 done
 wait
