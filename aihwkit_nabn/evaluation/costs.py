@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence
 
 from matplotlib.figure import Figure
-from scipy import stats
 
 from ..analog.times import time_label
 from .figures import save_figure
 from .methods import HWA_METHODS
+from .paired import t_half_width
 from .report import summarize
 
 __all__ = ["method_costs", "write_costs", "plot_accuracy_vs_cost"]
@@ -70,7 +69,7 @@ def _interval(cost: Mapping[str, Any]) -> float:
     n = cost.get("n_chips")
     if not n:
         return cost["value_std"]
-    return float(stats.t.ppf(0.975, n - 1)) * cost["value_std"] / math.sqrt(n) if n > 1 else 0.0
+    return t_half_width(cost["value_std"], n) or 0.0
 
 
 def plot_accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], costs: Sequence[Mapping[str, Any]], path: Path,

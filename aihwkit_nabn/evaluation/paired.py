@@ -23,11 +23,19 @@ from scipy import stats
 from ..analog.times import time_label
 from .figures import save_figure, time_axis
 
-__all__ = ["paired_differences", "paired_markdown", "plot_loss_vs_digital", "write_paired"]
+__all__ = ["paired_differences", "paired_markdown", "plot_loss_vs_digital", "write_paired", "t_half_width"]
 
 
 def _chip(row: Mapping[str, Any]) -> Any:
     return row.get("chip_seed", row.get("chip"))
+
+
+def t_half_width(std: float, n: int, confidence: float = 0.95) -> Optional[float]:
+    """Half-width of the ``confidence`` interval of a mean of ``n`` values with sample std ``std`` (t
+    distribution, ``n - 1`` degrees of freedom); None for fewer than two values."""
+    if n < 2:
+        return None
+    return float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
 
 
 def paired_differences(rows: Sequence[Mapping[str, Any]], pairs: Optional[Sequence[Tuple[str, str]]] = None,
@@ -72,11 +80,8 @@ def paired_differences(rows: Sequence[Mapping[str, Any]], pairs: Optional[Sequen
             n = len(diffs)
             mean = sum(diffs) / n
             std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else 0.0
-            if n > 1:
-                half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-                low, high = mean - half, mean + half
-            else:
-                low = high = None
+            half = t_half_width(std, n, confidence)
+            low, high = (None, None) if half is None else (mean - half, mean + half)
             resolved = low is not None and (low > 0 or high < 0)
             out.append({"model": model, "time_s": t, "time_label": time_label(t), "metric": metric, "a": a, "b": b,
                         "n_chips": n, "mean": mean, "std": std, "ci_low": low, "ci_high": high,
