@@ -11,10 +11,9 @@ from torch import nn
 from .._aihwkit.tiles import analog_roots, analog_tiles, has_analog_tiles
 from ..bn.layers import is_batchnorm
 from ..bn.snapshot import BNSnapshot, snapshot_bn
-from ..errors import DriftTimeError
 from ..utils.rng import seeded
-from .noise_settings import supported_times
-from .times import check_drift_time, time_label
+from .noise_settings import check_defined_at, supported_times
+from .times import check_drift_time
 
 
 class Chip:
@@ -62,9 +61,7 @@ class Chip:
         """
         t = check_drift_time(t)
         for model_name, times in self._times:
-            if times is not None and t not in times:
-                raise DriftTimeError(f"the chip's noise model ({model_name}) is "
-                                     f"defined at {', '.join(map(time_label, times))} only, not at {time_label(t)}")
+            check_defined_at(f"the chip's noise model ({model_name})", times, [t])
         self.model.eval()
         with seeded(self.seed, "drift", t, device=self.device):
             for root in analog_roots(self.model):

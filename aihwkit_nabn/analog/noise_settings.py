@@ -31,7 +31,7 @@ from ..errors import ConfigError, DriftTimeError
 from .times import time_label
 
 __all__ = ["GaussianWeightNoiseModel", "NoiseSetting", "NOISE_SETTINGS", "noise_setting", "list_noise_settings",
-           "supported_times"]
+           "supported_times", "check_defined_at"]
 
 #: g_max (uS) of every conductance-based setting: the project's PCM preset's.
 G_MAX = 25.0
@@ -88,12 +88,18 @@ class NoiseSetting:
     def check_times(self, times: Iterable[float]) -> None:
         """Raise :class:`~aihwkit_nabn.errors.DriftTimeError` naming the supported times if any of ``times``
         is not one of them."""
-        if self.times is None:
-            return
-        bad = [t for t in times if float(t) not in self.times]
-        if bad:
-            raise DriftTimeError(f"noise setting {self.name!r} is defined at {', '.join(map(time_label, self.times))} "
-                                 f"only, not at {', '.join(map(time_label, bad))}")
+        check_defined_at(f"noise setting {self.name!r}", self.times, times)
+
+
+def check_defined_at(what: str, supported: Optional[Tuple[float, ...]], times: Iterable[float]) -> None:
+    """Raise :class:`~aihwkit_nabn.errors.DriftTimeError` "``what`` is defined at ... only, not at ..." if any of
+    ``times`` is not in ``supported`` (None: every time is)."""
+    if supported is None:
+        return
+    bad = [t for t in times if float(t) not in supported]
+    if bad:
+        raise DriftTimeError(f"{what} is defined at {', '.join(map(time_label, supported))} only, "
+                             f"not at {', '.join(map(time_label, bad))}")
 
 
 def supported_times(noise_model: Any) -> Optional[Tuple[float, ...]]:
@@ -131,7 +137,7 @@ def _out_noise(level: float) -> Callable[[Any], None]:
 #: The custom drift of ``pcm_custom_drift``: stronger drift at low conductance (this project's example
 #: dictionary for aihwkit's CustomDriftPCMLikeNoiseModel; g in uS).
 CUSTOM_DRIFT = {"g_lst": [0.0, 10.0, 25.0], "nu_mean_lst": [0.08, 0.05, 0.03], "nu_std_lst": [0.03, 0.02, 0.01]}
-_WAN_TIMES = tuple(sorted(float(t) for t in ReRamWan2022NoiseModel().coeff_dic))
+_WAN_TIMES = supported_times(ReRamWan2022NoiseModel())
 
 
 def _settings() -> List[NoiseSetting]:
