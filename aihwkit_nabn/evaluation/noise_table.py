@@ -92,10 +92,11 @@ def run_noise_table(task: Task, config: Mapping[str, Any], out_dir: PathLike, *,
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    table = _table(rows, names)
+    summaries = {name: summarize([r for r in rows if r["setting"] == name]) for name in names}
+    table = _table(summaries)
     (out_dir / "table.json").write_text(json.dumps(table, indent=1) + "\n")
     (out_dir / "table.md").write_text(_markdown(table))
-    _heat_map(rows, names, out_dir / "recovered.png")
+    _heat_map(summaries, sorted({float(r["time_s"]) for r in rows}), out_dir / "recovered.png")
     run = {"command": command, "commit": code_commit(), "task": task.name, "settings": names,
            "descriptions": {n: noise_setting(n).description for n in names},
            "wall_seconds": round(time.perf_counter() - start, 1), "config": config}
@@ -103,16 +104,11 @@ def run_noise_table(task: Task, config: Mapping[str, Any], out_dir: PathLike, *,
     return run
 
 
-def _summaries(rows: Sequence[Mapping[str, Any]], name: str) -> List[Dict[str, Any]]:
-    return summarize([r for r in rows if r["setting"] == name])
-
-
-def _table(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> List[Dict[str, Any]]:
+def _table(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> List[Dict[str, Any]]:
     """One entry per (setting, model, metric) at the setting's last time: every method's mean and std, and the
-    share of gdc's loss that nabn recovers."""
+    share of gdc's loss that nabn recovers (``summaries``: each setting's row summaries, in table order)."""
     table = []
-    for name in names:
-        summary = _summaries(rows, name)
+    for name, summary in summaries.items():
         for model, metric in dict.fromkeys((s["model"], s["metric"]) for s in summary):
             cells = [s for s in summary if s["model"] == model and s["metric"] == metric]
             t_last = max(s["time_s"] for s in cells)
@@ -143,12 +139,11 @@ def _markdown(table: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _heat_map(rows: Sequence[Mapping[str, Any]], names: Sequence[str], path: Path) -> None:
-    """Settings x times, colour = the share of gdc's loss that nabn recovers (first model and metric)."""
-    times = sorted({float(r["time_s"]) for r in rows})
+def _heat_map(summaries: Mapping[str, Sequence[Mapping[str, Any]]], times: Sequence[float], path: Path) -> None:
+    """Settings x ``times``, colour = the share of gdc's loss that nabn recovers (first model and metric)."""
+    names = list(summaries)
     grid = []
-    for name in names:
-        summary = _summaries(rows, name)
+    for summary in summaries.values():
         if not summary:
             grid.append([math.nan] * len(times))
             continue
