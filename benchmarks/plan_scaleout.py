@@ -43,11 +43,16 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+def _seconds(row):
+    """A row's device seconds: deployment (method) + evaluation."""
+    return float(row["method_seconds"]) + float(row["eval_seconds"])
+
+
 def _per_method(rows):
     """Mean seconds of one row per method (method + eval)."""
     acc = defaultdict(list)
     for r in rows:
-        acc[r["method"]].append(float(r["method_seconds"]) + float(r["eval_seconds"]))
+        acc[r["method"]].append(_seconds(r))
     return {m: sum(v) / len(v) for m, v in acc.items()}
 
 
@@ -64,10 +69,10 @@ def _pennfudan():
         lambda part: next(base.glob(f"*/{part}/rows.csv")))
     parts = {p: [r for r in _rows(find(p)) if r["metric"] == "ap50"] for p in ("main", "retention", "calib_size")}
     pm = _per_method(parts["main"])
-    times = len({r["time_label"] for r in parts["main"]}) if base == final else 5
+    times = len(json.loads((find("main").parent / "sweep_config.json").read_text())["times"])
     chips = len({r["chip"] for r in parts["retention"]})
     side = [r for p in ("retention", "calib_size") for r in parts[p]]
-    side_sum = sum(float(r["method_seconds"]) + float(r["eval_seconds"]) for r in side)
+    side_sum = sum(_seconds(r) for r in side)
     runs = [json.loads(f.read_text()) for f in ([final / "run.json"] if base == final else base.glob("*/run.json"))]
     side_wall = sum(s for run in runs for p, s in run["part_seconds"].items() if p in ("retention", "calib_size"))
     task_overhead = side_wall / side_sum
@@ -76,6 +81,15 @@ def _pennfudan():
             "rows": sum(len(v) for v in parts.values()),
             "source": "final comparison" if base == final else "unfinished comparison's journals",
             "hwa_seconds": _last_seconds(final / "hwa" / "fcos_small_hwa.pt.log.jsonl")}
+
+
+def _noise_grid(name, unit_seconds, chips, setup, note, settings=20):
+    """A noise table: the settings one after another, each setting's chips as parallel units."""
+    out = {"grid": name, "units": settings * chips, "unit_seconds": unit_seconds, "setup_seconds": setup * settings,
+           "note": note}
+    for g in GPUS:
+        out[f"wall_seconds_{g}gpu"] = settings * (setup + math.ceil(chips / g) * unit_seconds)
+    return out
 
 
 def _grid(name, unit_seconds, units, setup, hwa_serial=0.0, note=""):
@@ -96,7 +110,7 @@ def main(argv=None):
     for model in ("resnet20", "resnet32"):
         rows = _rows(grids_dir / model / "main" / "rows.csv")
         run = json.loads((grids_dir / model / "run.json").read_text())
-        row_sum = sum(float(r["method_seconds"]) + float(r["eval_seconds"]) for r in rows)
+        row_sum = sum(_seconds(r) for r in rows)
         overheads.append(run["part_seconds"]["main"] / row_sum)
         setups.append(run["wall_seconds"] - sum(run["part_seconds"].values()))
         measured[model] = {"rows": len(rows), "row_seconds": row_sum, "per_method": _per_method(rows),
@@ -109,7 +123,6 @@ def main(argv=None):
     hwa_epoch = {m: speed[(m, "hwa", "hwa_step")]["accelerated_ms"] / 1000 * (45000 // 512)
                  for m in ("resnet20", "resnet32", "resnet56")}  # one epoch of 45k images at batch 512
 
-    cells = 5 * 8  # times x methods per chip in the main grid
     unit = {m: measured[m]["row_seconds"] / measured[m]["chips"] * overhead for m in ("resnet20", "resnet32")}
     unit["resnet56"] = unit["resnet32"] * r56
     grids = []
@@ -128,17 +141,12 @@ def main(argv=None):
     pm = measured["resnet32"]["per_method"]
     noise_unit = sum(pm[m] for m in ("digital", "gdc", "nabn", "bnft", "hwa", "hwa+nabn")) * 3 * overhead
     for chips in (5, 100):
-        # reproduce noise runs the settings one after another, each setting's chips as parallel units
-        row = {"grid": f"noise table, ResNet-32 x 20 settings x 6 methods x 3 times x {chips} chips",
-               "units": 20 * chips, "unit_seconds": noise_unit, "setup_seconds": setup * 20,
-               "note": "settings one after another, each setting's chips in parallel"}
-        for g in GPUS:
-            row[f"wall_seconds_{g}gpu"] = 20 * (setup + math.ceil(chips / g) * noise_unit)
-        grids.append(row)
+        grids.append(_noise_grid(f"noise table, ResNet-32 x 20 settings x 6 methods x 3 times x {chips} chips",
+                                 noise_unit, chips, setup, "settings one after another, each setting's chips in parallel"))
     camvid_hwa = _last_seconds(ROOT / "results/camvid/hwa/unet_small_hwa.pt.log.jsonl")
     camvid_rows = sum(len(_rows(ROOT / f"results/camvid/{p}/rows.csv")) for p in ("main", "retention", "calib_size"))
-    camvid_sum = sum(float(r["method_seconds"]) + float(r["eval_seconds"])
-                     for p in ("main", "retention", "calib_size") for r in _rows(ROOT / f"results/camvid/{p}/rows.csv"))
+    camvid_sum = sum(_seconds(r) for p in ("main", "retention", "calib_size")
+                     for r in _rows(ROOT / f"results/camvid/{p}/rows.csv"))
     grids.append(_grid("CamVid, unet_small, main + retention + calibration size, 5 chips", camvid_sum / 5 * overhead,
                        5, setup, hwa_serial=camvid_hwa, note=f"{camvid_rows} measured rows, HWA {camvid_hwa:.0f} s serial"))
     camvid_pm = _per_method(_rows(ROOT / "results/camvid/main/rows.csv"))
@@ -149,12 +157,8 @@ def main(argv=None):
     for name, pm_task, task_overhead in (("CamVid unet_small", camvid_pm, overhead),
                                          ("Penn-Fudan fcos_small", pf["per_method"], pf["overhead"])):
         unit_s = sum(pm_task[m] for m in ("digital", "gdc", "nabn", "bnft", "hwa", "hwa+nabn")) * task_overhead
-        row = {"grid": f"noise table, {name} x 20 settings x 6 methods at 1 y x 5 chips", "units": 20 * 5,
-               "unit_seconds": unit_s, "setup_seconds": setup * 20,
-               "note": "per-method row times of its main grid; settings one after another"}
-        for g in GPUS:
-            row[f"wall_seconds_{g}gpu"] = 20 * (setup + math.ceil(5 / g) * unit_s)
-        grids.append(row)
+        grids.append(_noise_grid(f"noise table, {name} x 20 settings x 6 methods at 1 y x 5 chips", unit_s, 5, setup,
+                                 "per-method row times of its main grid; settings one after another"))
     r32 = _rows(grids_dir / "resnet32" / "main" / "rows.csv")
     flops = 4.1 / 0.069
     # evaluation scales with FLOPs x test images; calibration and fine-tuning (same image counts) with FLOPs only
