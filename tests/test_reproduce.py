@@ -298,3 +298,12 @@ def test_bnft_sweep_chooses_on_val_only(tiny_setup):
     assert all(s["n_chips"] == 2 and s["ci_low"] is not None for s in record["settings"])
     rows = read_rows(out / record["chosen"] / "main" / "rows.csv")
     assert {r["metric"] for r in rows} == {"val_top1"}  # measured on val, never on test
+    # the zero-step reference runs once: fine-tuning settings do not change nabn (same chips, same calibration)
+    joint = {**config_overrides(tiny_setup), "data.val_samples": 20, "data.eval_split": "val", "data.test_samples": 0,
+             "sweep.chips": 2, "sweep.methods": ["nabn", "bnft"], "bnft.steps": 1, "bnft.fresh_views": True,
+             "retention.models": [], "calib_size.models": []}
+    run_comparison(CIFAR10, load_config(CIFAR10.default_config, joint), tmp_path / "joint", parts=("main",),
+                   progress=False)
+    nabn = lambda folder: {r["chip_seed"]: r["value"] for r in read_rows(folder / "main" / "rows.csv")  # noqa: E731
+                           if r["method"] == "nabn"}
+    assert nabn(tmp_path / "joint") == nabn(out / "reference") and len(nabn(out / "reference")) == 2

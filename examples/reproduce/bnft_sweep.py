@@ -7,8 +7,8 @@ Usage (GPU; issue 13):
 
 Every setting is one `reproduce cifar10` main part on the **val** split (``data.val_samples`` held out of the
 training split, ``data.eval_split = "val"``: rows named ``val_top1``; calibration and fine-tuning draw from the
-other training images), with the methods ``nabn`` (the zero-step reference) and ``bnft``, on the same chips,
-journaled per setting (an interrupted sweep resumes). Writes ``bnft_sweep.json`` / ``.md``: per setting the
+other training images) with the method ``bnft``, journaled per setting (an interrupted sweep resumes); the
+zero-step reference ``nabn``, which no fine-tuning setting changes, runs once on the same chips (``reference/``). Writes ``bnft_sweep.json`` / ``.md``: per setting the
 val mean ± std over chips and the paired per-chip difference ``bnft - nabn`` with its 95 % t interval, and
 the chosen setting (highest val mean). The test split is never read.
 """
@@ -55,17 +55,22 @@ def main(argv=None):
     base = parse_overrides(args.set)
     grid = list(itertools.product([int(s) for s in args.steps.split(",")], _floats(args.lrs),
                                   _floats(args.smoothing), [bool(int(f)) for f in args.fresh.split(",")]))
+    common = {**base, "data.val_samples": args.val_samples, "data.eval_split": "val", "data.test_samples": 0,
+              "sweep.times": [args.time], "sweep.chips": args.chips, "retention.models": [], "calib_size.models": []}
+
+    def run(name, overrides):
+        """One main part into ``<out>/<name>``; its rows."""
+        config = load_config(args.config or task.default_config, {**common, **overrides})
+        run_comparison(task, config, args.out / name, parts=("main",), models=[args.model], device=args.device,
+                       progress=not args.quiet, command=f"bnft_sweep {name}")
+        return read_rows(args.out / name / "main" / "rows.csv")
+
+    reference = run("reference", {"sweep.methods": ["nabn"]})
     results = []
     for steps, lr, smoothing, fresh in grid:
         name = _setting_name(steps, lr, smoothing, fresh)
-        overrides = {**base, "data.val_samples": args.val_samples, "data.eval_split": "val", "data.test_samples": 0,
-                     "sweep.methods": ["nabn", "bnft"], "sweep.times": [args.time], "sweep.chips": args.chips,
-                     "bnft.steps": steps, "bnft.lr": lr, "bnft.label_smoothing": smoothing, "bnft.fresh_views": fresh,
-                     "retention.models": [], "calib_size.models": []}
-        config = load_config(args.config or task.default_config, overrides)
-        run_comparison(task, config, args.out / name, parts=("main",), models=[args.model], device=args.device,
-                       progress=not args.quiet, command=f"bnft_sweep {name}")
-        rows = read_rows(args.out / name / "main" / "rows.csv")
+        rows = reference + run(name, {"sweep.methods": ["bnft"], "bnft.steps": steps, "bnft.lr": lr,
+                                      "bnft.label_smoothing": smoothing, "bnft.fresh_views": fresh})
         stats = {s["method"]: s for s in summarize(rows)}
         (diff,) = paired_differences(rows, pairs=[("bnft", "nabn")])
         results.append({"setting": name, "steps": steps, "lr": lr, "label_smoothing": smoothing, "fresh_views": fresh,
