@@ -19,14 +19,8 @@ start=$SECONDS; budget=${CALL_SECONDS:-550}
 left() { echo $((budget - (SECONDS - start))); }
 TASK=${TASK:?TASK=camvid or pennfudan}; STAGE=${STAGE:?STAGE=train, compare or all}
 [ "$STAGE" = all ] && TRAIN_SECONDS=${TRAIN_SECONDS:-230}
-if [ -z "${LOCAL:-}" ]; then
-  # aihwkit: the slim tarball if carried (examples/reproduce/slim_site.sh), else the wheel; other wheels by pip
-  mkdir -p /tmp/site
-  if [ -f .gpucarry/aihwkit_site.tar.xz ]; then tar xJf .gpucarry/aihwkit_site.tar.xz -C /tmp/site || exit 1; fi
-  if compgen -G ".whl/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
-  fi
-fi
+source examples/reproduce/device_lib.sh
+[ -n "${LOCAL:-}" ] || install_site || exit 1
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 DEVICE=${DEVICE:-cuda}; OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -44,11 +38,6 @@ case $TASK in
           figure="examples/reproduce/pennfudan_figure.py"; fig_out=detections.png ;;
   *) echo "unknown TASK $TASK"; exit 2 ;;
 esac
-bring_back() {  # bring_back NAME PATH...: one gzipped tar of PATHs, in pieces under the 16 MiB return limit
-  local name=$1; shift
-  tar czf "$OUT/$name.tgz" "$@" 2>/dev/null
-  split -b 15M -d "$OUT/$name.tgz" "$OUT/$name.tgz.part-" && rm -f "$OUT/$name.tgz"; ls -la "$OUT"
-}
 command -v nvidia-smi > /dev/null && nvidia-smi -L
 python3 -c 'import torch, aihwkit; print("torch", torch.__version__, "aihwkit", aihwkit.__version__)'
 export AIHWKIT_NABN_COMMIT=${COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}

@@ -21,8 +21,8 @@
 set -uo pipefail
 start=$SECONDS; budget=${CALL_SECONDS:-555}
 left() { echo $((budget - (SECONDS - start))); }
-mkdir -p /tmp/site
-[ -f .gpucarry/aihwkit_site.tar.xz ] && { tar xJf .gpucarry/aihwkit_site.tar.xz -C /tmp/site || exit 1; }
+source examples/reproduce/device_lib.sh
+install_site || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 AIHWKIT_NABN_CIFAR10=$PWD/.gpucarry/cifar10_jpg.tar.gz
 export AIHWKIT_NABN_COMMIT=${COMMIT:-unknown} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 OUT=${OUT:-/tmp/out}; R=runs/fair; mkdir -p "$OUT" $R/ckpt $R/hwa
@@ -93,5 +93,4 @@ for m in $MODELS; do
   printf '%s: digital %s, hwa %s\n' $m "$([ -f $R/ckpt/$m.pt ] && echo done || tail -n 1 $R/ckpt/$m.pt.log.jsonl 2>/dev/null | cut -c1-90)" \
     "$([ -f $R/hwa/${m}_hwa.pt ] && echo done || tail -n 1 $R/hwa/${m}_hwa.pt.log.jsonl 2>/dev/null | cut -c1-120)"
 done | tee -a $R/calls.txt
-tar czf "$OUT/fair.tgz" $R && split -b 15M -d "$OUT/fair.tgz" "$OUT/fair.tgz.part-" && rm -f "$OUT/fair.tgz"
-ls -la "$OUT"
+bring_back fair $R

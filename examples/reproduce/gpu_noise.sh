@@ -8,8 +8,8 @@
 # env: DEVICE (cuda), CALL_SECONDS (560), NOISE_CONFIG (default: the CIFAR-10 one), NOISE_SET ("--set k=v ..." overrides)
 set -uo pipefail
 start=$SECONDS; budget=${CALL_SECONDS:-560}
-mkdir -p /tmp/site
-[ -f .gpucarry/aihwkit_site.tar.xz ] && { tar xJf .gpucarry/aihwkit_site.tar.xz -C /tmp/site || exit 1; }
+source examples/reproduce/device_lib.sh
+install_site || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 AIHWKIT_NABN_CIFAR10=$PWD/.gpucarry/cifar10_jpg.tar.gz
 export AIHWKIT_NABN_COMMIT=${COMMIT:-unknown} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 OUT=${OUT:-/tmp/out}; R=runs/noise_models; mkdir -p "$OUT" $R
@@ -19,5 +19,4 @@ timeout $(( budget - (SECONDS - start) - 40 )) python3 -m aihwkit_nabn reproduce
   ${NOISE_CONFIG:+--config "$NOISE_CONFIG"} --out $R --quiet ${NOISE_SET:-} >> $R/noise.log 2>&1
 rc=$?; echo "reproduce noise rc=$rc (commit $AIHWKIT_NABN_COMMIT)" | tee -a $R/noise.log
 [ $rc = 0 ] && echo "noise table done"
-tar czf "$OUT/noise.tgz" $R && split -b 15M -d "$OUT/noise.tgz" "$OUT/noise.tgz.part-" && rm -f "$OUT/noise.tgz"
-ls -la "$OUT"
+bring_back noise $R

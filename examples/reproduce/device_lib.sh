@@ -1,0 +1,16 @@
+# Sourced by the gpu_*.sh drivers: what every call on the lent GPU does first (install aihwkit) and last (bring
+# the results back under the device tool's 16 MiB-per-file return limit).
+
+install_site() {  # aihwkit into /tmp/site: the slim tarball if carried (slim_site.sh), then any carried wheels
+  mkdir -p /tmp/site
+  if [ -f .gpucarry/aihwkit_site.tar.xz ]; then tar xJf .gpucarry/aihwkit_site.tar.xz -C /tmp/site || return 1; fi
+  if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || return 1
+  fi
+}
+
+bring_back() {  # bring_back NAME PATH...: one gzipped tar of PATHs in $OUT, in 15 MB pieces NAME.tgz.part-*
+  local name=$1; shift
+  tar czf "$OUT/$name.tgz" "$@" 2>/dev/null
+  split -b 15M -d "$OUT/$name.tgz" "$OUT/$name.tgz.part-" && rm -f "$OUT/$name.tgz"; ls -la "$OUT"
+}
