@@ -24,26 +24,30 @@ def _data():
     return torch.randn(STEPS * BATCH, 3, 6, 6, generator=gen), torch.randint(0, 3, (STEPS * BATCH,), generator=gen)
 
 
+def _batches(epoch, device):
+    """The same STEPS global batches every epoch."""
+    x, y = _data()
+    for i in range(STEPS):
+        yield x[i * BATCH:(i + 1) * BATCH].to(device), y[i * BATCH:(i + 1) * BATCH].to(device)
+
+
+def _counting_loss(seen):
+    """Cross-entropy that records in ``seen`` how many samples this process trained on in each step."""
+    def loss_fn(logits, target):
+        seen.append(len(target))
+        return nn.functional.cross_entropy(logits, target)
+    return loss_fn
+
+
 def _train(out_dir: Path, epochs: int = 1, stop=None):
     from aihwkit_nabn.training.digital import fit_classifier  # pylint: disable=import-outside-toplevel
 
     model = _model()
-    x, y = _data()
-
-    def batches(epoch, device):
-        for i in range(STEPS):
-            yield x[i * BATCH:(i + 1) * BATCH].to(device), y[i * BATCH:(i + 1) * BATCH].to(device)
-
     seen = []
-
-    def loss_fn(logits, target):
-        seen.append(len(target))  # what this process trained on in each step
-        return nn.functional.cross_entropy(logits, target)
-
-    result = fit_classifier(model, epoch_batches=batches, n_train=len(y), evaluate=lambda m, d: 0.0, epochs=epochs,
+    result = fit_classifier(model, epoch_batches=_batches, n_train=STEPS * BATCH, evaluate=lambda m, d: 0.0, epochs=epochs,
                             batch_size=BATCH, lr=0.1, warmup_epochs=0.0, device="cpu", progress=False,
-                            log_path=out_dir / "log.jsonl", resume_path=out_dir / "resume.pt", loss_fn=loss_fn,
-                            stop_after_epochs=stop)
+                            log_path=out_dir / "log.jsonl", resume_path=out_dir / "resume.pt",
+                            loss_fn=_counting_loss(seen), stop_after_epochs=stop)
     return model, {**result, "seen": seen}
 
 
@@ -96,26 +100,17 @@ def _train_hwa(out_dir: Path):
     # a noise-free configuration, so that one and two processes can be compared number for number
     config.forward.out_noise = 0.0
     config.modifier.std_dev = 0.0
-    x, y = _data()
-
-    def batches(epoch, device):
-        for i in range(STEPS):
-            yield x[i * BATCH:(i + 1) * BATCH].to(device), y[i * BATCH:(i + 1) * BATCH].to(device)
+    x, _ = _data()
 
     def init(device):
         while True:
             yield x[:BATCH].to(device)
 
     seen = []
-
-    def loss_fn(logits, target):
-        seen.append(len(target))
-        return nn.functional.cross_entropy(logits, target)
-
-    result = fit_hwa(_model(), epoch_batches=batches, range_init_batches=init, n_train=len(y),
+    result = fit_hwa(_model(), epoch_batches=_batches, range_init_batches=init, n_train=STEPS * BATCH,
                      evaluate=lambda m, d: 0.0, epochs=1, batch_size=BATCH, lr=0.05, rpu_config=config, device="cpu",
                      progress=False, log_path=out_dir / "log.jsonl", resume_path=out_dir / "resume.pt",
-                     loss_fn=loss_fn)
+                     loss_fn=_counting_loss(seen))
     from aihwkit_nabn._aihwkit.state import analog_state  # pylint: disable=import-outside-toplevel
     return {**analog_state(result["model"]), "seen": torch.tensor(seen)}
 

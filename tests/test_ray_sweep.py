@@ -6,7 +6,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import torch
 
 import aihwkit_nabn as nb
 from aihwkit_nabn.evaluation.journal import read_rows
