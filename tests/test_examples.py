@@ -93,3 +93,51 @@ def test_detection_example_quick(tmp_path):
     for when in ("1 day", "1 year"):
         assert re.search(rf"^chip 0, +{when} after programming: AP50 gdc +\d+\.\d\d%, nabn +\d+\.\d\d% \(4 unlabeled "
                          r"images\), bnft +\d+\.\d\d% \(4 labeled images\); BN restored exactly: True$", out, re.M), out
+
+
+def _script(name):
+    """Import ``examples/reproduce/<name>`` as a module."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+
+    spec = importlib.util.spec_from_file_location(Path(name).stem, EXAMPLES / "reproduce" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dense_targets_on_hand_made_rows(tmp_path, capsys):
+    """Three chips at 1 y: digital 80; gdc 60; nabn 70 / 75 / 65 -> half the loss recovered (per chip 0.5, 0.75,
+    0.25); hwa+nabn - hwa = +1, +2, +3 -> mean +2, t interval 2 -+ 4.303 * 1 / sqrt(3) = [-0.48, +4.48]: not resolved."""
+    header = "model,method,source,time_s,time_label,chip,chip_seed,metric,value\n"
+    lines = []
+    for chip, (nabn, hwa) in enumerate(((70, 60), (75, 61), (65, 62))):
+        for method, value in (("digital", 80), ("gdc", 60), ("nabn", nabn), ("hwa", hwa), ("hwa+nabn", hwa + chip + 1)):
+            lines.append(f"m,{method},default,31536000.0,1y,{chip},{chip},ap50,{value}")
+            lines.append(f"m,{method},default,1.0,1s,{chip},{chip},ap50,0")  # an earlier time: not the last
+    (tmp_path / "main").mkdir()
+    (tmp_path / "main" / "rows.csv").write_text(header + "\n".join(lines) + "\n")
+    _script("dense_targets.py").main([str(tmp_path), "--metric", "ap50", "--out", str(tmp_path / "t.json")])
+    record = json.loads((tmp_path / "t.json").read_text())
+    assert record["time_s"] == 31536000.0 and record["nabn_recovered_of_chip_means"] == pytest.approx(0.5)
+    per_chip = record["nabn_recovered_per_chip"]
+    half = 4.302652729911275 * 0.25 / 3 ** 0.5  # t(0.975, 2) x sample std of (0.5, 0.75, 0.25) / sqrt(3)
+    assert per_chip["mean"] == pytest.approx(0.5) and per_chip["ci95"] == pytest.approx([0.5 - half, 0.5 + half])
+    pair = record["hwa+nabn_minus_hwa"]
+    assert pair["mean"] == pytest.approx(2.0) and pair["n_chips"] == 3 and not pair["resolved"]
+    assert pair["ci_low"] == pytest.approx(2.0 - 4.302652729911275 / 3 ** 0.5)
+    assert "nabn recovers 50.0 %" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no rows of metric"):
+        _script("dense_targets.py").main([str(tmp_path), "--metric", "map"])
+
+
+def test_bn_coverage_counts_the_macs_a_batchnorm_normalises():
+    import torch  # pylint: disable=import-outside-toplevel
+    from torch import nn  # pylint: disable=import-outside-toplevel
+
+    # conv a (3->4, 3x3 on 8x8, pad 1) -> BN; conv b (4->2, 1x1) -> ReLU, not normalised
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1), nn.ReLU()).eval()
+    rec = _script("bn_coverage.py").coverage(model, torch.rand(1, 3, 8, 8))
+    a, b = 8 * 8 * 4 * 3 * 9, 8 * 8 * 2 * 4
+    assert rec["per_layer"]["0"] == {"macs": a, "normalised_by": "1"}
+    assert rec["per_layer"]["2"] == {"macs": b, "normalised_by": None}
+    assert rec["layers"] == 2 and rec["layers_normalised"] == 1 and rec["share_normalised"] == pytest.approx(a / (a + b))
