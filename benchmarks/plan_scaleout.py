@@ -80,7 +80,10 @@ def _pennfudan():
     walls = [sum(s for p, s in run["part_seconds"].items() if p in ("retention", "calib_size")) for run in runs]
     # only a process that ran the side parts whole: one that resumed them from their journals re-read the rows
     # and its wall is shorter than the rows' own seconds (the final run.json records the last, resumed process)
-    task_overhead = max(w for w in walls if w >= side_sum) / side_sum
+    whole = max((w for w in walls if w >= side_sum), default=None)
+    if whole is None:
+        raise SystemExit(f"{final}: no run.json of a process that ran the retention and calib_size parts whole")
+    task_overhead = whole / side_sum
     unit = (sum(pm.values()) * times + side_sum / chips) * task_overhead
     return {"unit_seconds": unit, "per_method": pm, "overhead": task_overhead,
             "rows": sum(len(v) for v in parts.values()),
