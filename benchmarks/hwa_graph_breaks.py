@@ -3,7 +3,8 @@
 HWA fine-tuning at batch 128 is launch-bound on a GPU (one ResNet-32 epoch: 55 s on the H200 with three runs
 sharing it, against 2.5 s for the digital training). Compiling the training forward (CUDA graphs) would need it
 captured in few graphs; this counts what `torch._dynamo.explain` finds on the accelerated analog model in
-training mode (CPU is enough: the graph breaks do not depend on the device). Dynamo stops recompiling a function
+training mode on the CPU, where the layers take aihwkit's stock torch path (on CUDA the accelerated layers run
+the fused Triton kernels under autograd instead, whose breaks this does not count: see profile_hwa_step.py). Dynamo stops recompiling a function
 after its cache limit and runs it eagerly from then on, so the counts are a lower bound: the same few source lines
 break in every analog layer.
 
