@@ -111,7 +111,8 @@ def main(argv=None) -> None:
     opt = torch.optim.SGD(plain.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=5e-4)
     results["digital_s"] = timed(lambda: sgd_step(plain, opt), dev, a.iters)
     results["hwa_over_digital"] = results["hwa_s"] / results["digital_s"]
-    results["epoch_s_at_45k"] = {k: results[f"{k}_s"] * (45000 // a.batch_size) for k in ("hwa", "hwa_stock", "digital")}
+    results["epoch_s_at_45k"] = {k: results[f"{k}_s"] * (45000 // a.batch_size)
+                                 for k in ("hwa", "hwa_stock", "digital")}
     print(json.dumps(results, indent=1))
     print(table)
     os.makedirs(a.out, exist_ok=True)

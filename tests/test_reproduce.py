@@ -16,7 +16,8 @@ from aihwkit_nabn.evaluation.comparison import Comparison, load_config, run_comp
 from aihwkit_nabn.evaluation.journal import read_rows
 from aihwkit_nabn.evaluation.methods import METHOD_NAMES as MAIN_METHODS
 from aihwkit_nabn.tasks import get_task
-from aihwkit_nabn.tasks.cifar10.data import CLASSES, balanced_order
+from aihwkit_nabn.tasks.cifar10.data import CLASSES, balanced_order, normalize
+from aihwkit_nabn.utils.batches import TensorBatches
 from aihwkit_nabn.training.checkpoints import save_checkpoint
 from aihwkit_nabn.training.hwa_checkpoint import save_hwa_checkpoint
 from aihwkit_nabn.training.registry import create_model
@@ -307,3 +308,72 @@ def test_bnft_sweep_chooses_on_val_only(tiny_setup):
     nabn = lambda folder: {r["chip_seed"]: r["value"] for r in read_rows(folder / "main" / "rows.csv")  # noqa: E731
                            if r["method"] == "nabn"}
     assert nabn(tmp_path / "joint") == nabn(out / "reference") and len(nabn(out / "reference")) == 2
+
+
+def test_calibration_views_differ_only_as_described(tiny_setup):
+    tmp_path, config = tiny_setup
+    task = type(CIFAR10)(config["data"]["source"])
+    raw = task.split("train")[0][task.training_subset(16, seed=0)]
+    views = {v: torch.cat([x for x in task.calibration_data(16, seed=0, batch_size=8, view=v)])
+             for v in ("train", "crop_flip", "plain")}
+    default = torch.cat([x for x in task.calibration_data(16, seed=0, batch_size=8)])
+    assert torch.equal(views["train"], default)  # the default is the training view, as before
+    plain = torch.cat([x for x in TensorBatches(raw, batch_size=8, transform=normalize)])
+    assert torch.equal(views["plain"], plain)  # no augmentation at all
+    differ = (views["train"] != views["crop_flip"]).any(1)  # [N, H, W]: pixels the cutout painted
+    assert differ.any() and not torch.equal(views["crop_flip"], plain)  # crop + flip only, same draws
+    painted = views["train"].permute(0, 2, 3, 1)[differ]
+    assert torch.allclose(painted, painted[:1].expand_as(painted))  # ... one colour: the cutout square
+    with pytest.raises(ConfigError, match="calibration view 'blur'"):
+        task.calibration_data(16, view="blur")
+
+
+def test_calib_view_option_is_checked_before_data_and_recorded(tiny_setup, monkeypatch):
+    tmp_path, _ = tiny_setup
+    overrides = {**config_overrides(tiny_setup), "sweep.methods": ["nabn"], "retention.models": [],
+                 "calib_size.models": []}
+    with pytest.raises(ConfigError, match=r"data.calib_view 'blur': task cifar10 has the views \['crop_flip'"):
+        run_comparison(CIFAR10, load_config(CIFAR10.default_config, {**overrides, "data.calib_view": "blur"}),
+                       tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad" / "main").exists()  # nothing half-written
+    with pytest.raises(ConfigError, match="task camvid has its own view only"):
+        run_comparison(get_task("camvid"), {**load_config(CIFAR10.default_config, overrides),
+                                            "data": {"calib_view": "plain"}}, tmp_path / "bad2", progress=False)
+    run_comparison(CIFAR10, load_config(CIFAR10.default_config, {**overrides, "data.calib_view": "plain"}),
+                   tmp_path / "plain", parts=("main",), progress=False)
+    recorded = json.loads((tmp_path / "plain" / "main" / "sweep_config.json").read_text())
+    assert "no augmentation" in json.dumps(recorded)
+
+
+def test_calib_sweep_chooses_view_and_size_on_val_only(tiny_setup):
+    import importlib.util
+    from pathlib import Path
+
+    tmp_path, _ = tiny_setup
+    script = Path(__file__).resolve().parents[1] / "examples" / "reproduce" / "calib_sweep.py"
+    spec = importlib.util.spec_from_file_location("calib_sweep", script)
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    sets = [f"{k}={json.dumps(v)}" for k, v in config_overrides(tiny_setup).items() if k != "models"]
+    sets += [f'models.r20.digital="{tmp_path / "r20.pt"}"', f'models.r20.hwa="{tmp_path / "r20_hwa.pt"}"']
+    sets = [arg for item in sets for arg in ("--set", item)]
+    out = tmp_path / "csweep"
+    sweep.main(["--out", str(out), "--model", "r20", "--views", "train,plain", "--sizes", "8,16", "--time", "1s",
+                "--chips", "2", "--val-samples", "20", "--quiet", *sets])
+    record = json.loads((out / "calib_sweep.json").read_text())
+    assert [s["setting"] for s in record["settings"]] == ["train:8", "train:16", "plain:8", "plain:16"]
+    assert record["reference"] == "train:16" and record["chosen"] in {s["setting"] for s in record["settings"]}
+    assert all(s["n_chips"] == 2 for s in record["settings"])
+    assert all(s["ci_low"] is not None for s in record["settings"] if s["setting"] != "train:16")
+    rows = {v: read_rows(out / v / "calib_size" / "rows.csv") for v in ("train", "plain")}
+    assert {r["metric"] for v in rows.values() for r in v} == {"val_top1"}  # measured on val, never on test
+    gdc = {v: [r["value"] for r in rs if r["method"] == "gdc"] for v, rs in rows.items()}
+    assert gdc["train"] == gdc["plain"]  # the input ranges do not depend on the BN calibration view
+    # ... while the BN calibration images do (the untrained model's val accuracy is too coarse to show it)
+    overrides = {**config_overrides(tiny_setup), "retention.models": [], "calib_size.models": []}
+    own, plain = (Comparison(CIFAR10, load_config(CIFAR10.default_config, {**overrides, **extra}), base=tmp_path,
+                             progress=False) for extra in ({}, {"data.calib_view": "plain"}))
+    first = lambda batches: next(iter(batches))  # noqa: E731
+    assert own.bn_calib is own.calib and not torch.equal(first(plain.bn_calib), first(plain.calib))
+    assert torch.equal(first(plain.calib), first(own.calib))
+    assert all(torch.equal(a, b) for a, b in zip(plain.ir_batches, own.ir_batches))

@@ -104,7 +104,7 @@ def _methods(name: str, value: Any) -> List[str]:
 SCHEMA: Dict[str, Dict[str, Callable[[str, Any], Any]]] = {
     "": {"title": check_str, "seed": _int(0), "device": check_str},
     "data": {"source": check_str, "test_samples": _int(0), "calib_samples": _int(2), "labeled_samples": _int(1),
-             "batch_size": _int(1), "val_samples": _int(0),
+             "batch_size": _int(1), "val_samples": _int(0), "calib_view": check_str,
              "eval_split": lambda n, v: check_choice(n, v, EVAL_SPLITS)},
     "hardware": {"preset": lambda n, v: check_choice(n, v, ("hwa", "pcm")), "input_range_samples": _int(1),
                  "noise": lambda n, v: check_choice(n, v, list_noise_settings())},
@@ -273,6 +273,12 @@ class Comparison:
 
     def __init__(self, task: Task, config: Mapping[str, Any], *, base: Path, device: Optional[str] = None,
                  progress: bool = True, ray: Optional[Any] = None):
+        # data.calib_view: another view for the BN calibration only (checked before any data is read); the input
+        # ranges of non-HWA models keep coming from the task's own view, so a view comparison changes nothing else
+        self.calib_view = config["data"].get("calib_view", "")
+        if self.calib_view and self.calib_view not in task.calib_views:
+            raise ConfigError(f"data.calib_view {self.calib_view!r}: task {task.name} has "
+                              + (f"the views {sorted(task.calib_views)}" if task.calib_views else "its own view only"))
         if task.source is None and config["data"].get("source"):
             task = type(task)(resolve_path(config["data"]["source"], base))  # the config's data, unless given
         if int(config["data"].get("val_samples", 0)):
@@ -300,6 +306,10 @@ class Comparison:
         n_calib = max([self.calib_samples] + ([int(n) for n in sizes.get("sizes", [])]
                                               if sizes.get("models", list(config["models"])) else []))
         self.calib = task.calibration_data(n_calib, seed=self.seed, batch_size=min(batch, 256), device=self.device)
+        self.bn_calib = self.calib
+        if self.calib_view:
+            self.bn_calib = task.calibration_data(n_calib, seed=self.seed, batch_size=min(batch, 256),
+                                                  device=self.device, view=self.calib_view)
         bnft = config.get("bnft", {})
         self.labeled_samples = int(data["labeled_samples"])
         fresh = bool(bnft.get("fresh_views", False))
@@ -315,7 +325,7 @@ class Comparison:
                 raise ConfigError(f"bnft.label_smoothing: task {task.name} fine-tunes on its own loss")
             bnft_loss = _SmoothedCrossEntropy(label_smoothing=smoothing)
         self.method_data = MethodData(
-            calib=self.calib, calib_samples=self.calib_samples, labeled=self.labeled,
+            calib=self.bn_calib, calib_samples=self.calib_samples, labeled=self.labeled,
             labeled_samples=self.labeled_samples, bnft_steps=int(bnft.get("steps", 200)),
             bnft_lr=float(bnft.get("lr", 1e-3)), bnft_loss=bnft_loss,
             calibrate_kwargs=task.calibrate_kwargs(), finetune_kwargs=task.finetune_kwargs(),
@@ -363,7 +373,7 @@ class Comparison:
         hardware = self.config.get("hardware", {})
         settings = {"part": part, "test_samples": self.n_test, "calib_samples": self.calib_samples, "calib_split": "train",
                     "calib_order": "class-balanced prefixes (balanced_order)",
-                    "calib_view": self.task.calib_view,
+                    "calib_view": self.task.calib_views[self.calib_view] if self.calib_view else self.task.calib_view,
                     "labeled_samples": self.labeled_samples,
                     "hardware_preset": hardware.get("preset", "hwa"),
                     "input_ranges_for_non_hwa_models": "aihwkit calibrate_input_ranges (CACHE_QUANTILE) on training images"}
@@ -424,7 +434,7 @@ def run_comparison(task: Task, config: Mapping[str, Any], out_dir: PathLike, *, 
         t0 = time.perf_counter()
         methods = [cmp.method("gdc"), cmp.method("nabn")]
         for t_c in [parse_time(t) for t in retention["calibrate_at"]]:
-            methods.append(NoiseAwareBN(cmp.calib, num_samples=cmp.calib_samples, calibrate_at=t_c,
+            methods.append(NoiseAwareBN(cmp.bn_calib, num_samples=cmp.calib_samples, calibrate_at=t_c,
                                         **cmp.method_data.calibrate_kwargs)
                            .named(f"nabn@{time_label(t_c)}"))
         rows["retention"] = cmp.sweep("retention", only(retention.get("models", model_names)), methods,
@@ -434,9 +444,9 @@ def run_comparison(task: Task, config: Mapping[str, Any], out_dir: PathLike, *, 
     sizes = config.get("calib_size")
     if sizes and "calib_size" in parts and only(sizes.get("models", model_names)):
         t0 = time.perf_counter()
-        methods = [cmp.method("gdc")] + [NoiseAwareBN(cmp.calib, num_samples=int(n), **cmp.method_data.calibrate_kwargs)
-                                         .named(f"nabn[{int(n)}]")
-                                         for n in sizes["sizes"]]
+        methods = [cmp.method("gdc")] + [
+            NoiseAwareBN(cmp.bn_calib, num_samples=int(n), **cmp.method_data.calibrate_kwargs).named(f"nabn[{int(n)}]")
+            for n in sizes["sizes"]]
         rows["calib_size"] = cmp.sweep("calib_size", only(sizes.get("models", model_names)), methods,
                                        [parse_time(sizes.get("time", "1y"))], int(sizes.get("chips", sweep_cfg["chips"])),
                                        out_dir / "calib_size")

@@ -113,6 +113,9 @@ class Task(ABC):
     default_config: ClassVar[Path] = Path()
     #: How calibration batches are drawn (recorded with every sweep), e.g. the training augmentation.
     calib_view: ClassVar[str] = ""
+    #: Other calibration views :meth:`calibration_data` accepts as ``view=`` (config ``data.calib_view``), name ->
+    #: description; empty: the task has its own view only.
+    calib_views: ClassVar[Dict[str, str]] = {}
     #: Options of :meth:`train` and :meth:`train_hwa` beyond the common ones (see the command line).
     train_options: ClassVar[Tuple[Option, ...]] = ()
     hwa_options: ClassVar[Tuple[Option, ...]] = ()

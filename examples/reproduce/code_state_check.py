@@ -6,7 +6,8 @@ CPU), 6 test images, 8 calibration / labeled training images, 2 chips, 1 s and 1
 writes the rows without their timing columns. Run it once per package state, then compare:
 
     git worktree add /tmp/old d7a19af
-    PYTHONPATH=/tmp/old python examples/reproduce/code_state_check.py run results/pennfudan/code_state_check/d7a19af.json
+    PYTHONPATH=/tmp/old python examples/reproduce/code_state_check.py run \
+        results/pennfudan/code_state_check/d7a19af.json
     python examples/reproduce/code_state_check.py run results/pennfudan/code_state_check/head.json
     python examples/reproduce/code_state_check.py compare results/pennfudan/code_state_check/{d7a19af,head}.json
 """
@@ -36,7 +37,8 @@ def run(out: Path, data: str) -> None:
                            text=True).stdout.strip()
     tmp = Path(tempfile.mkdtemp())
     results = ROOT / "results" / "pennfudan"
-    for src, dst in ((results / "checkpoints" / "fcos_small.pt", "d.pt"), (results / "hwa" / "fcos_small_hwa.pt", "h.pt")):
+    for src, dst in ((results / "checkpoints" / "fcos_small.pt", "d.pt"),
+                     (results / "hwa" / "fcos_small_hwa.pt", "h.pt")):
         checkpoint = torch.load(src, map_location="cpu", weights_only=False)
         checkpoint["meta"]["model_kwargs"].update(min_size=256, max_size=400)  # CPU-sized inputs
         torch.save(checkpoint, tmp / dst)
@@ -71,8 +73,8 @@ def compare(a: Path, b: Path) -> int:
     if same:
         lines.append(f"identical: all {n} rows (values {min(values):.2f} to {max(values):.2f})")
     else:
-        worst = max((abs(x["value"] - y["value"]) for p in ra["rows"] for x, y in zip(ra["rows"][p], rb["rows"].get(p, []))),
-                    default=float("nan"))
+        worst = max((abs(x["value"] - y["value"])
+                     for p in ra["rows"] for x, y in zip(ra["rows"][p], rb["rows"].get(p, []))), default=float("nan"))
         lines.append(f"DIFFERENT: largest value difference {worst:.4f} (row counts "
                      f"{n} vs {sum(len(v) for v in rb['rows'].values())})")
     print("\n".join(lines))

@@ -15,7 +15,7 @@ from ...utils.batches import TensorBatches
 from .data import balanced_order, load_cifar10, normalize, split_off_val, stratified_subset
 from .recipe import DATASET_NAME, train_baseline, train_hwa_cifar10
 from .sample import load_demo_sample
-from .views import augment_like_training
+from .views import CUTOUT_SIZE, augment_like_training
 
 __all__ = ["Cifar10Task", "FreshViewBatches", "SHIPPED_SAMPLE"]
 
@@ -61,6 +61,8 @@ class Cifar10Task(Task):
     metric_name = "top1"
     default_config = Path(__file__).resolve().with_name("config.toml")
     calib_view = "training augmentation (pad-4 random crop + flip + cutout 16), seeded"
+    calib_views = {"train": calib_view, "crop_flip": "pad-4 random crop + flip, seeded (no cutout)",
+                   "plain": "the training images as they are (no augmentation)"}
     train_options = (
         Option("batch_size", int_option(1), "images per step (default 256)"),
         Option("lr", float_option(positive=True), "peak learning rate (default 0.2)"),
@@ -159,12 +161,17 @@ class Cifar10Task(Task):
         return idx
 
     def calibration_data(self, samples: int, *, seed: int = 0, batch_size: int = 256,
-                         device: Optional[torch.device] = None, balanced: bool = True) -> TensorBatches:
+                         device: Optional[torch.device] = None, balanced: bool = True,
+                         view: str = "train") -> TensorBatches:
+        """``samples`` unlabeled training images in ``view`` (a key of :attr:`calib_views`; default the training
+        augmentation, the way the BN statistics were learned), one fixed seeded view of each image."""
+        if view not in self.calib_views:
+            raise ConfigError(f"calibration view {view!r}: choose from {sorted(self.calib_views)}")
         train_x, _ = self.split("train")
-        idx = self.training_subset(samples, seed=seed, balanced=balanced)
-        # ... seen the way the BN statistics were learned: one fixed training-style view of each image.
-        view = augment_like_training(train_x[idx], seed=seed)
-        return TensorBatches(view, batch_size=batch_size, transform=normalize, device=device)
+        images = train_x[self.training_subset(samples, seed=seed, balanced=balanced)]
+        if view != "plain":
+            images = augment_like_training(images, seed=seed, cutout_size=CUTOUT_SIZE if view == "train" else 0)
+        return TensorBatches(images, batch_size=batch_size, transform=normalize, device=device)
 
     supports_fresh_views = True
 
