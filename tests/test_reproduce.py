@@ -12,7 +12,7 @@ from aihwkit_nabn._aihwkit.state import input_ranges
 from aihwkit_nabn.analog.convert import to_analog
 from aihwkit_nabn.analog.hwa_preset import TorchHWAPreset
 from aihwkit_nabn.errors import ConfigError
-from aihwkit_nabn.evaluation.comparison import Comparison, load_config, run_comparison
+from aihwkit_nabn.evaluation.comparison import Comparison, finished, load_config, run_comparison
 from aihwkit_nabn.evaluation.journal import read_rows
 from aihwkit_nabn.evaluation.methods import METHOD_NAMES as MAIN_METHODS
 from aihwkit_nabn.tasks import get_task
@@ -339,8 +339,11 @@ def test_calib_view_option_is_checked_before_data_and_recorded(tiny_setup, monke
     with pytest.raises(ConfigError, match="task camvid has its own view only"):
         run_comparison(get_task("camvid"), {**load_config(CIFAR10.default_config, overrides),
                                             "data": {"calib_view": "plain"}}, tmp_path / "bad2", progress=False)
-    run_comparison(CIFAR10, load_config(CIFAR10.default_config, {**overrides, "data.calib_view": "plain"}),
-                   tmp_path / "plain", parts=("main",), progress=False)
+    plain = load_config(CIFAR10.default_config, {**overrides, "data.calib_view": "plain"})
+    assert not finished(tmp_path / "plain", plain)  # nothing there yet
+    run_comparison(CIFAR10, plain, tmp_path / "plain", parts=("main",), progress=False)
+    assert finished(tmp_path / "plain", plain)  # a rerun of a sweep skips it ...
+    assert not finished(tmp_path / "plain", {**plain, "seed": 1})  # ... but not under another config
     recorded = json.loads((tmp_path / "plain" / "main" / "sweep_config.json").read_text())
     assert "no augmentation" in json.dumps(recorded)
 
@@ -377,3 +380,16 @@ def test_calib_sweep_chooses_view_and_size_on_val_only(tiny_setup):
     assert own.bn_calib is own.calib and not torch.equal(first(plain.bn_calib), first(plain.calib))
     assert torch.equal(first(plain.calib), first(own.calib))
     assert all(torch.equal(a, b) for a, b in zip(plain.ir_batches, own.ir_batches))
+
+
+def test_fair_config_is_valid_and_holds_its_decisions(tiny_setup):
+    from pathlib import Path
+
+    tmp_path, _ = tiny_setup
+    fair = Path(CIFAR10.default_config).with_name("fair.toml")
+    models = {m: {"digital": str(tmp_path / "r20.pt"), "hwa": str(tmp_path / "r20_hwa.pt")}
+              for m in ("resnet20", "resnet32", "resnet56")}
+    config = load_config(fair, {"models": models})
+    assert config["data"]["test_samples"] == 0 and config["data"]["val_samples"] == 5000  # full test, val held out
+    assert config["sweep"]["chips"] == 10 and max(config["calib_size"]["sizes"]) == 4096
+    assert "fair.toml" in Path(__file__).resolve().parents[1].joinpath("pyproject.toml").read_text()  # shipped

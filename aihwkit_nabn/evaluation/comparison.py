@@ -45,7 +45,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["load_config", "check_config", "parse_overrides", "Comparison", "run_comparison", "PARTS", "SCHEMA"]
+__all__ = ["load_config", "check_config", "parse_overrides", "Comparison", "run_comparison", "finished", "PARTS", "SCHEMA"]
 
 PathLike = Union[str, Path]
 PARTS = ("main", "retention", "calib_size")
@@ -391,6 +391,17 @@ class Comparison:
                          device=self.device, progress=self.progress, config=settings, ray=self.ray)
         write_report(rows, out_dir, title=f"{self.config.get('title', self.task.title)} — {part}")
         return rows
+
+
+def finished(out_dir: PathLike, config: Mapping[str, Any]) -> bool:
+    """Whether ``out_dir`` holds a finished comparison of exactly ``config`` (its ``run.json``, written last).
+
+    A sweep of many comparisons skips the finished ones on a rerun instead of re-entering each (data, models,
+    input ranges: seconds each) only to find its journals complete."""
+    run = Path(out_dir) / "run.json"
+    if not run.is_file():
+        return False
+    return json.loads(run.read_text()).get("config") == json.loads(json.dumps(config, default=str))
 
 
 def run_comparison(task: Task, config: Mapping[str, Any], out_dir: PathLike, *, base: Optional[Path] = None,

@@ -18,7 +18,7 @@ import itertools
 import json
 from pathlib import Path
 
-from aihwkit_nabn.evaluation.comparison import load_config, parse_overrides, run_comparison
+from aihwkit_nabn.evaluation.comparison import finished, load_config, parse_overrides, run_comparison
 from aihwkit_nabn.evaluation.journal import read_rows
 from aihwkit_nabn.evaluation.paired import paired_differences
 from aihwkit_nabn.evaluation.report import summarize
@@ -61,8 +61,9 @@ def main(argv=None):
     def run(name, overrides):
         """One main part into ``<out>/<name>``; its rows."""
         config = load_config(args.config or task.default_config, {**common, **overrides})
-        run_comparison(task, config, args.out / name, parts=("main",), models=[args.model], device=args.device,
-                       progress=not args.quiet, command=f"bnft_sweep {name}")
+        if not finished(args.out / name, config):
+            run_comparison(task, config, args.out / name, parts=("main",), models=[args.model], device=args.device,
+                           progress=not args.quiet, command=f"bnft_sweep {name}")
         return read_rows(args.out / name / "main" / "rows.csv")
 
     reference = run("reference", {"sweep.methods": ["nabn"]})

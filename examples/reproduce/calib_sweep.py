@@ -20,7 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
-from aihwkit_nabn.evaluation.comparison import load_config, parse_overrides, run_comparison
+from aihwkit_nabn.evaluation.comparison import finished, load_config, parse_overrides, run_comparison
 from aihwkit_nabn.evaluation.journal import read_rows
 from aihwkit_nabn.evaluation.paired import paired_differences
 from aihwkit_nabn.evaluation.report import summarize
@@ -52,7 +52,7 @@ def main(argv=None):
         parser.error(f"--views {unknown}: choose from {sorted(task.calib_views)}")
     base = parse_overrides(args.set)
     common = {**base, "data.val_samples": args.val_samples, "data.eval_split": "val", "data.test_samples": 0,
-              "sweep.chips": args.chips, "retention.models": [], "calib_size.models": [args.model],
+              "sweep.chips": args.chips, "sweep.methods": ["nabn"], "retention.models": [], "calib_size.models": [args.model],
               "calib_size.sizes": sizes, "calib_size.time": args.time, "calib_size.chips": args.chips}
     calib_samples = int(load_config(args.config or task.default_config, common)["data"]["calib_samples"])
     ref_view, _, ref_size = (args.reference or f"train:{calib_samples}").partition(":")
@@ -63,8 +63,9 @@ def main(argv=None):
     rows = []
     for view in views:
         config = load_config(args.config or task.default_config, {**common, "data.calib_view": view})
-        run_comparison(task, config, args.out / view, parts=("calib_size",), models=[args.model],
-                       device=args.device, progress=not args.quiet, command=f"calib_sweep {view}")
+        if not finished(args.out / view, config):
+            run_comparison(task, config, args.out / view, parts=("calib_size",), models=[args.model],
+                           device=args.device, progress=not args.quiet, command=f"calib_sweep {view}")
         for r in read_rows(args.out / view / "calib_size" / "rows.csv"):
             if r["method"] == "gdc" and view != ref_view:
                 continue  # the same gdc rows in every view: keep one copy
