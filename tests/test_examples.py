@@ -19,7 +19,8 @@ def run_example(name, *args, cwd):
     env = dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / name), *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+        # a guard against a hang, not a speed check: generous, since a busy CPU can make a --quick run slow
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, (
         f"{name} exited with {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
