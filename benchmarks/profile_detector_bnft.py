@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 # pylint: disable=wrong-import-position
+from _timing import save_profile, timed  # noqa: E402  (benchmarks/, the script's own folder)
 import aihwkit_nabn.tasks  # noqa: F401  (registers the detectors)
 from aihwkit_nabn._aihwkit.accelerated import restore_stock
 from aihwkit_nabn.analog.chips import Chip
@@ -39,21 +37,6 @@ from aihwkit_nabn.analog.hwa_preset import TorchHWAPreset
 from aihwkit_nabn.bn.finetune import FrozenModel, bn_parameters
 from aihwkit_nabn.tasks.pennfudan.task import DetectionBatch, detector_losses, sum_of_losses
 from aihwkit_nabn.training.checkpoints import load_model_spec
-
-
-def timed(fn, device, iters):
-    """Seconds per call of ``fn`` (median of ``iters`` after two warm-up calls)."""
-    times = []
-    for i in range(iters + 2):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -102,13 +85,7 @@ def main() -> None:
                          + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
     with torch.no_grad():
         results["eval_s"] = timed(lambda: chip.model(images), dev, a.iters)
-    print(json.dumps(results, indent=1))
-    print(table)
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "profile_detector_bnft.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1)
-    with open(os.path.join(a.out, "profile_detector_bnft.txt"), "w", encoding="utf-8") as f:
-        f.write(table)
+    save_profile(results, table, a.out, "profile_detector_bnft")
 
 
 if __name__ == "__main__":

@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +29,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 # pylint: disable=wrong-import-position
+from _timing import save_profile, timed  # noqa: E402  (benchmarks/, the script's own folder)
 from aihwkit.optim import AnalogSGD
 
 from aihwkit_nabn._aihwkit import fused
@@ -43,21 +41,6 @@ from aihwkit_nabn.analog.hwa_preset import TorchHWAPreset
 from aihwkit_nabn.training.checkpoints import load_model_spec
 from aihwkit_nabn.training.hwa import _param_groups
 from aihwkit_nabn.utils.provenance import code_commit
-
-
-def timed(fn, device, iters):
-    """Seconds per call of ``fn`` (median of ``iters`` after two warm-up calls)."""
-    times = []
-    for i in range(iters + 2):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main(argv=None) -> None:
@@ -113,13 +96,7 @@ def main(argv=None) -> None:
     results["hwa_over_digital"] = results["hwa_s"] / results["digital_s"]
     results["epoch_s_at_45k"] = {k: results[f"{k}_s"] * (45000 // a.batch_size)
                                  for k in ("hwa", "hwa_stock", "digital")}
-    print(json.dumps(results, indent=1))
-    print(table)
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "profile_hwa_step.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1)
-    with open(os.path.join(a.out, "profile_hwa_step.txt"), "w", encoding="utf-8") as f:
-        f.write(table)
+    save_profile(results, table, a.out, "profile_hwa_step")
 
 
 if __name__ == "__main__":

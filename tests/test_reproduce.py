@@ -279,18 +279,29 @@ def test_bnft_with_fresh_views_and_label_smoothing_is_recorded(tiny_setup):
         load_config(CIFAR10.default_config, {"bnft.fresh_views": 1})
 
 
-def test_bnft_sweep_chooses_on_val_only(tiny_setup):
+def _sweep_script(name):
+    """The module of ``examples/reproduce/<name>.py`` (a script, not a package module)."""
     import importlib.util
     from pathlib import Path
 
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "examples" / "reproduce"
+                                                  / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sweep_sets(tiny_setup):
+    """The tiny setup's config as ``--set`` arguments, its one model named r20."""
     tmp_path, _ = tiny_setup
-    script = Path(__file__).resolve().parents[1] / "examples" / "reproduce" / "bnft_sweep.py"
-    spec = importlib.util.spec_from_file_location("bnft_sweep", script)
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
     sets = [f"{k}={json.dumps(v)}" for k, v in config_overrides(tiny_setup).items() if k != "models"]
     sets += [f'models.r20.digital="{tmp_path / "r20.pt"}"', f'models.r20.hwa="{tmp_path / "r20_hwa.pt"}"']
-    sets = [arg for item in sets for arg in ("--set", item)]
+    return [arg for item in sets for arg in ("--set", item)]
+
+
+def test_bnft_sweep_chooses_on_val_only(tiny_setup):
+    tmp_path, _ = tiny_setup
+    sweep, sets = _sweep_script("bnft_sweep"), _sweep_sets(tiny_setup)
     out = tmp_path / "sweep"
     sweep.main(["--out", str(out), "--model", "r20", "--steps", "1,2", "--lrs", "1e-3", "--smoothing", "0",
                 "--fresh", "0,1", "--time", "1s", "--chips", "2", "--val-samples", "20", "--quiet", *sets])
@@ -349,17 +360,8 @@ def test_calib_view_option_is_checked_before_data_and_recorded(tiny_setup, monke
 
 
 def test_calib_sweep_chooses_view_and_size_on_val_only(tiny_setup):
-    import importlib.util
-    from pathlib import Path
-
     tmp_path, _ = tiny_setup
-    script = Path(__file__).resolve().parents[1] / "examples" / "reproduce" / "calib_sweep.py"
-    spec = importlib.util.spec_from_file_location("calib_sweep", script)
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
-    sets = [f"{k}={json.dumps(v)}" for k, v in config_overrides(tiny_setup).items() if k != "models"]
-    sets += [f'models.r20.digital="{tmp_path / "r20.pt"}"', f'models.r20.hwa="{tmp_path / "r20_hwa.pt"}"']
-    sets = [arg for item in sets for arg in ("--set", item)]
+    sweep, sets = _sweep_script("calib_sweep"), _sweep_sets(tiny_setup)
     out = tmp_path / "csweep"
     sweep.main(["--out", str(out), "--model", "r20", "--views", "train,plain", "--sizes", "8,16", "--time", "1s",
                 "--chips", "2", "--val-samples", "20", "--quiet", *sets])
