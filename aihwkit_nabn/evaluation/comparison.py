@@ -276,9 +276,8 @@ class Comparison:
         # data.calib_view: another view for the BN calibration only (checked before any data is read); the input
         # ranges of non-HWA models keep coming from the task's own view, so a view comparison changes nothing else
         self.calib_view = config["data"].get("calib_view", "")
-        if self.calib_view and self.calib_view not in task.calib_views:
-            raise ConfigError(f"data.calib_view {self.calib_view!r}: task {task.name} has "
-                              + (f"the views {sorted(task.calib_views)}" if task.calib_views else "its own view only"))
+        if self.calib_view:
+            task.check_calib_view(self.calib_view, "data.calib_view")
         if task.source is None and config["data"].get("source"):
             task = type(task)(resolve_path(config["data"]["source"], base))  # the config's data, unless given
         if int(config["data"].get("val_samples", 0)):
@@ -307,7 +306,7 @@ class Comparison:
                                               if sizes.get("models", list(config["models"])) else []))
         self.calib = task.calibration_data(n_calib, seed=self.seed, batch_size=min(batch, 256), device=self.device)
         self.bn_calib = self.calib
-        if self.calib_view:
+        if self.calib_view and task.calib_views[self.calib_view] != task.calib_view:  # the task's own view: as is
             self.bn_calib = task.calibration_data(n_calib, seed=self.seed, batch_size=min(batch, 256),
                                                   device=self.device, view=self.calib_view)
         bnft = config.get("bnft", {})

@@ -123,6 +123,13 @@ class Task(ABC):
     def __init__(self, source: Optional[PathLike] = None):
         self.source = source
 
+    def check_calib_view(self, view: str, what: str = "calibration view") -> None:
+        """Raise :class:`ConfigError` "``what`` 'view': task ... has the views [...]" unless ``view`` is one of
+        :attr:`calib_views`."""
+        if view not in self.calib_views:
+            raise ConfigError(f"{what} {view!r}: task {self.name} has "
+                              + (f"the views {sorted(self.calib_views)}" if self.calib_views else "its own view only"))
+
     # -- models
 
     def model_names(self) -> List[str]:

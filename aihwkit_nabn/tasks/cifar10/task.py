@@ -165,8 +165,7 @@ class Cifar10Task(Task):
                          view: str = "train") -> TensorBatches:
         """``samples`` unlabeled training images in ``view`` (a key of :attr:`calib_views`; default the training
         augmentation, the way the BN statistics were learned), one fixed seeded view of each image."""
-        if view not in self.calib_views:
-            raise ConfigError(f"calibration view {view!r}: choose from {sorted(self.calib_views)}")
+        self.check_calib_view(view)
         train_x, _ = self.split("train")
         images = train_x[self.training_subset(samples, seed=seed, balanced=balanced)]
         if view != "plain":
