@@ -8,22 +8,24 @@ Usage (GPU; issue 13):
 Every setting is one `reproduce cifar10` main part on the **val** split (``data.val_samples`` held out of the
 training split, ``data.eval_split = "val"``: rows named ``val_top1``; calibration and fine-tuning draw from the
 other training images) with the method ``bnft``, journaled per setting (an interrupted sweep resumes); the
-zero-step reference ``nabn``, which no fine-tuning setting changes, runs once on the same chips (``reference/``). Writes ``bnft_sweep.json`` / ``.md``: per setting the
-val mean ± std over chips and the paired per-chip difference ``bnft - nabn`` with its 95 % t interval, and
-the chosen setting (highest val mean). The test split is never read.
+zero-step reference ``nabn``, which no fine-tuning setting changes, runs once on the same chips (``reference/``).
+Writes ``bnft_sweep.json`` / ``.md``: per setting the val mean ± std over chips and the paired per-chip difference
+``bnft - nabn`` with its 95 % t interval, and the chosen setting (highest val mean). The test split is never read.
 """
 
 import argparse
 import itertools
 import json
+import sys
 from pathlib import Path
 
-from aihwkit_nabn.evaluation.comparison import finished, load_config, parse_overrides, run_comparison
-from aihwkit_nabn.evaluation.journal import read_rows
 from aihwkit_nabn.evaluation.paired import paired_differences
 from aihwkit_nabn.evaluation.report import summarize
 from aihwkit_nabn.tasks import get_task
 from aihwkit_nabn.utils.provenance import code_commit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/reproduce/, for val_sweep
+from val_sweep import add_common_args, run_setting, val_overrides  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def _floats(text):
@@ -36,35 +38,21 @@ def _setting_name(steps, lr, smoothing, fresh):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--config", default=None, help="comparison config (default: the cifar10 one)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (TOML value)")
-    parser.add_argument("--model", default="resnet32", help="the config's model to tune on")
+    add_common_args(parser)
     parser.add_argument("--steps", default="20,50,100,300")
     parser.add_argument("--lrs", default="1e-4,1e-3")
     parser.add_argument("--smoothing", default="0,0.1")
     parser.add_argument("--fresh", default="0,1", help="0: one fixed view per image, 1: fresh views every pass")
-    parser.add_argument("--time", default="1y")
-    parser.add_argument("--chips", type=int, default=5)
-    parser.add_argument("--val-samples", type=int, default=5000)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
 
     task = get_task("cifar10")
-    base = parse_overrides(args.set)
     grid = list(itertools.product([int(s) for s in args.steps.split(",")], _floats(args.lrs),
                                   _floats(args.smoothing), [bool(int(f)) for f in args.fresh.split(",")]))
-    common = {**base, "data.val_samples": args.val_samples, "data.eval_split": "val", "data.test_samples": 0,
-              "sweep.times": [args.time], "sweep.chips": args.chips, "retention.models": [], "calib_size.models": []}
+    common = {**val_overrides(args), "sweep.times": [args.time], "calib_size.models": []}
 
     def run(name, overrides):
         """One main part into ``<out>/<name>``; its rows."""
-        config = load_config(args.config or task.default_config, {**common, **overrides})
-        if not finished(args.out / name, config):
-            run_comparison(task, config, args.out / name, parts=("main",), models=[args.model], device=args.device,
-                           progress=not args.quiet, command=f"bnft_sweep {name}")
-        return read_rows(args.out / name / "main" / "rows.csv")
+        return run_setting(task, args, name, {**common, **overrides}, "main", "bnft_sweep")
 
     reference = run("reference", {"sweep.methods": ["nabn"]})
     results = []

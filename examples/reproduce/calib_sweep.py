@@ -18,30 +18,25 @@ chosen setting is the highest val mean (a tie: the smaller size). The test split
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from aihwkit_nabn.evaluation.comparison import finished, load_config, parse_overrides, run_comparison
-from aihwkit_nabn.evaluation.journal import read_rows
+from aihwkit_nabn.evaluation.comparison import load_config
 from aihwkit_nabn.evaluation.paired import paired_differences
 from aihwkit_nabn.evaluation.report import summarize
 from aihwkit_nabn.tasks import get_task
 from aihwkit_nabn.utils.provenance import code_commit
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/reproduce/, for val_sweep
+from val_sweep import add_common_args, run_setting, val_overrides  # noqa: E402  pylint: disable=wrong-import-position
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--config", default=None, help="comparison config (default: the cifar10 one)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (TOML value)")
-    parser.add_argument("--model", default="resnet32", help="the config's model to choose on")
+    add_common_args(parser)
     parser.add_argument("--views", default="train,crop_flip,plain")
     parser.add_argument("--sizes", default="128,256,512,1024,2048,4096")
     parser.add_argument("--reference", default=None, help="VIEW:SIZE to pair against (default train:<calib_samples>)")
-    parser.add_argument("--time", default="1y")
-    parser.add_argument("--chips", type=int, default=5)
-    parser.add_argument("--val-samples", type=int, default=5000)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
 
     task = get_task("cifar10")
@@ -50,9 +45,7 @@ def main(argv=None):
     unknown = [v for v in views if v not in task.calib_views]
     if unknown:
         parser.error(f"--views {unknown}: choose from {sorted(task.calib_views)}")
-    base = parse_overrides(args.set)
-    common = {**base, "data.val_samples": args.val_samples, "data.eval_split": "val", "data.test_samples": 0,
-              "sweep.chips": args.chips, "sweep.methods": ["nabn"], "retention.models": [], "calib_size.models": [args.model],
+    common = {**val_overrides(args), "sweep.methods": ["nabn"], "calib_size.models": [args.model],
               "calib_size.sizes": sizes, "calib_size.time": args.time, "calib_size.chips": args.chips}
     calib_samples = int(load_config(args.config or task.default_config, common)["data"]["calib_samples"])
     ref_view, _, ref_size = (args.reference or f"train:{calib_samples}").partition(":")
@@ -62,11 +55,7 @@ def main(argv=None):
 
     rows = []
     for view in views:
-        config = load_config(args.config or task.default_config, {**common, "data.calib_view": view})
-        if not finished(args.out / view, config):
-            run_comparison(task, config, args.out / view, parts=("calib_size",), models=[args.model],
-                           device=args.device, progress=not args.quiet, command=f"calib_sweep {view}")
-        for r in read_rows(args.out / view / "calib_size" / "rows.csv"):
+        for r in run_setting(task, args, view, {**common, "data.calib_view": view}, "calib_size", "calib_sweep"):
             if r["method"] == "gdc" and view != ref_view:
                 continue  # the same gdc rows in every view: keep one copy
             rows.append({**r, "method": r["method"] if r["method"] == "gdc" else f"{view}:{r['method'][5:-1]}"})
