@@ -32,7 +32,8 @@ from ..analog.convert import to_analog
 from ..analog.hwa_preset import TorchHWAPreset
 from ..analog.presets import config_fields
 from ..utils.devices import device_name, resolve_device
-from .distributed import wrap
+from .cuda_graph import GraphedStep
+from .distributed import world, wrap
 from .loop import ResumeSpec, fit
 from .schedule import PlateauSchedule, warmup_cosine
 
@@ -100,6 +101,7 @@ def fit_hwa(
     log_path: Optional[PathLike] = None,
     resume_path: Optional[PathLike] = None,
     progress: bool = True,
+    cuda_graph: bool = False,
 ) -> Dict[str, Any]:
     """Fine-tune an analog copy of ``digital_model`` hardware-aware; ``digital_model`` is not modified.
 
@@ -134,6 +136,9 @@ def fit_hwa(
             (e.g. a detector, which returns its losses in training mode).
         schedule, patience, stop_patience, min_epochs: the learning-rate schedule (above).
         max_seconds, stop_after_epochs, log_path, resume_path, progress: see :func:`.loop.fit`.
+        cuda_graph: on CUDA, replay each step's forward and backward from a CUDA graph
+            (:class:`~.cuda_graph.GraphedStep`; the optimizer step stays eager); each epoch record then
+            has ``graph_replays``. Not under torchrun.
 
     Returns:
         dict with ``model`` (the analog model, eval mode, unprogrammed), ``top1`` (the last test metric),
@@ -193,14 +198,24 @@ def fit_hwa(
                 logits = output_fn(logits)
             return loss_fn(logits, y), logits
 
+        the_step = step if train_step is None else (lambda x, y: train_step(trained, x, y))
+        graphed = None
+        if cuda_graph and dev.type == "cuda":
+            if world()[1] > 1:
+                raise ValueError("cuda_graph=True is not supported under torchrun (DDP); leave it off")
+            graphed = GraphedStep(model, the_step, optimizer)
+
         def range_mean() -> Dict[str, Any]:
             ranges = list(input_ranges(model).values())
-            return {"input_range_mean": sum(ranges) / len(ranges) if ranges else None}
+            extras = {"input_range_mean": sum(ranges) / len(ranges) if ranges else None}
+            if graphed is not None:  # cumulative over this call
+                extras.update(graph_replays=graphed.replays, graph_failure=graphed.failure)
+            return extras
 
         run = fit(
             model, optimizer, scheduler, epochs=epochs, epoch_batches=lambda epoch: epoch_batches(epoch, dev),
-            step=step if train_step is None else (lambda x, y: train_step(trained, x, y)),
-        evaluate=lambda: evaluate(model, dev), hparams=hparams, seed=seed, device=dev,
+            step=the_step, forward_backward=graphed,
+            evaluate=lambda: evaluate(model, dev), hparams=hparams, seed=seed, device=dev,
             resume=ResumeSpec(HWA_RESUME_FORMAT, _RESUME_KEYS + tuple(data_resume_keys), "HWA training state",
                               opaque=("rpu_config",)),
             save_model=lambda: analog_state(model),

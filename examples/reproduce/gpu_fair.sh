@@ -17,7 +17,8 @@
 # EPOCHS=2 COMPILE= PROBE_EPOCHS=2 HWA_LRS="0.01 0.02" DEVICE=cpu): baselines, probes, choice, hand-over, resume.
 # env: CALL_SECONDS (555), EPOCHS (200), COMPILE (reduce-overhead; empty: none), HWA_LRS, PROBE_EPOCHS, HWA_EPOCHS (200),
 #      HWA_MIN_EPOCHS (100), MODELS, DEVICE (cuda; the digital runs take the default device), VAL_SAMPLES (5000:
-#      other values only for a dry run on a small archive)
+#      other values only for a dry run on a small archive), CUDA_GRAPH (non-empty: the HWA steps replayed from a
+#      CUDA graph, --cuda-graph; only after benchmarks/hwa_cuda_graph.py found them bitwise equal to the eager steps)
 set -uo pipefail
 start=$SECONDS; budget=${CALL_SECONDS:-555}
 left() { echo $((budget - (SECONDS - start))); }
@@ -43,7 +44,8 @@ fi
 probe=$R/hwa/lr_probe.json; P=${PROBE_EPOCHS:-5}
 hwa_args() {  # hwa_args MODEL LR: the real run's settings (the probes share them)
   echo "--model $R/ckpt/$1.pt --val-samples $VAL --batch-size 128 --lr $2 --schedule plateau" \
-       "--epochs ${HWA_EPOCHS:-200} --min-epochs ${HWA_MIN_EPOCHS:-100} --seed 0 --device $DEVICE --quiet"
+       "--epochs ${HWA_EPOCHS:-200} --min-epochs ${HWA_MIN_EPOCHS:-100} --seed 0 --device $DEVICE --quiet" \
+       "${CUDA_GRAPH:+--cuda-graph}"
 }
 if [ ! -f $probe ]; then
   ( wait_for $R/ckpt/resnet32.pt || exit 0
