@@ -75,6 +75,7 @@ class GraphedStep:
         self.failure: Optional[str] = None
         self.replays = self.eager_calls = 0
         self._calls = 0
+        self._stream: Optional[torch.cuda.Stream] = None
         self._key: Optional[tuple] = None
         self._static: Dict[str, Any] = {}
         self._tensors: List[Tuple[nn.Module, str, Tensor, Tensor]] = []
@@ -97,8 +98,12 @@ class GraphedStep:
                 return self._eager(x, y)  # e.g. a smaller last batch: the eager step, same numbers
             return self._replay(x, y)
         self._calls += 1
+        if self._stream is None:
+            # warm-up and capture on one side stream: the AccumulateGrad nodes the warm-up creates (kept alive by the
+            # loop's last loss) then belong to the capture's stream
+            self._stream = torch.cuda.Stream(x.device)
         if self._calls <= self.warmup:
-            side = torch.cuda.Stream(x.device)
+            side = self._stream
             side.wait_stream(torch.cuda.current_stream(x.device))
             with torch.cuda.stream(side):
                 out = self._eager(x, y)
@@ -125,11 +130,16 @@ class GraphedStep:
         self.optimizer.zero_grad(set_to_none=True)  # the graph allocates the gradients in its own pool
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize(dev)
-        with torch.cuda.graph(graph):
+        self._stream.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.graph(graph, stream=self._stream):
             loss, logits = self.step(sx, sy)
             loss.backward()
         self.graph, self._key = graph, key
         self._static = {"x": sx, "y": sy, "loss": loss.detach(), "logits": None if logits is None else logits.detach()}
+        self._record()
+
+    def _record(self) -> None:
+        """Note the tensors the graph reads (with their storage now) and the gradient tensors it writes."""
         self._tensors = [(mod, name, t, t.data) for mod, name, t in _model_tensors(self.model)]
         self._grads = [(p, p.grad) for p in self.model.parameters() if p.grad is not None]
 

@@ -138,7 +138,7 @@ def fit_hwa(
         max_seconds, stop_after_epochs, log_path, resume_path, progress: see :func:`.loop.fit`.
         cuda_graph: on CUDA, replay each step's forward and backward from a CUDA graph
             (:class:`~.cuda_graph.GraphedStep`; the optimizer step stays eager); each epoch record then
-            has ``graph_replays``. Not under torchrun.
+            has ``graph_replays`` (cumulative over the call) and ``graph_failure``. Not under torchrun.
 
     Returns:
         dict with ``model`` (the analog model, eval mode, unprogrammed), ``top1`` (the last test metric),
@@ -200,7 +200,7 @@ def fit_hwa(
 
         the_step = step if train_step is None else (lambda x, y: train_step(trained, x, y))
         graphed = None
-        if cuda_graph and dev.type == "cuda":
+        if cuda_graph:  # off CUDA the graphed step is the eager one (graph_replays stays 0)
             if world()[1] > 1:
                 raise ValueError("cuda_graph=True is not supported under torchrun (DDP); leave it off")
             graphed = GraphedStep(model, the_step, optimizer)

@@ -17,8 +17,9 @@
 # EPOCHS=2 COMPILE= PROBE_EPOCHS=2 HWA_LRS="0.01 0.02" DEVICE=cpu): baselines, probes, choice, hand-over, resume.
 # env: CALL_SECONDS (555), EPOCHS (200), COMPILE (reduce-overhead; empty: none), HWA_LRS, PROBE_EPOCHS, HWA_EPOCHS (200),
 #      HWA_MIN_EPOCHS (100), MODELS, DEVICE (cuda; the digital runs take the default device), VAL_SAMPLES (5000:
-#      other values only for a dry run on a small archive), CUDA_GRAPH (non-empty: the HWA steps replayed from a
-#      CUDA graph, --cuda-graph; only after benchmarks/hwa_cuda_graph.py found them bitwise equal to the eager steps)
+#      other values only for a dry run on a small archive), CUDA_GRAPH (check: first benchmarks/hwa_cuda_graph.py on
+#      ResNet-32, and the HWA steps replayed from a CUDA graph (--cuda-graph) only if it finds them bitwise equal to
+#      the eager steps, its output in runs/fair/hwa/graph_check_<commit>/; on: without the check; empty: eager)
 set -uo pipefail
 start=$SECONDS; budget=${CALL_SECONDS:-555}
 left() { echo $((budget - (SECONDS - start))); }
@@ -32,6 +33,12 @@ command -v nvidia-smi > /dev/null && nvidia-smi -L
 echo "call at commit $AIHWKIT_NABN_COMMIT, $(date -u +%FT%TZ)" >> $R/calls.txt
 wait_for() { until [ -f "$1" ]; do [ "$(left)" -lt 90 ] && return 1; sleep 5; done; }
 
+if [ "${CUDA_GRAPH:-}" = check ]; then
+  CUDA_GRAPH=; gc=$R/hwa/graph_check_$AIHWKIT_NABN_COMMIT; mkdir -p $gc
+  if [ -f $R/ckpt/resnet32.pt ] && timeout 240 python3 benchmarks/hwa_cuda_graph.py --arch $R/ckpt/resnet32.pt \
+       --device $DEVICE --out $gc > $gc/log.txt 2>&1; then CUDA_GRAPH=on; fi
+  echo "graph check: ${CUDA_GRAPH:-not bitwise equal or failed (eager steps)}" | tee -a $R/calls.txt
+fi
 # 1. digital baselines (train_baselines.sh skips finished ones; each run resumes from its .resume.pt)
 need=0; for m in $MODELS; do [ -f $R/ckpt/$m.pt ] || need=1; done
 if [ $need = 1 ]; then
