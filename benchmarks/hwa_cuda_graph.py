@@ -1,14 +1,15 @@
 #!/usr/bin/env python
-"""The HWA training step replayed from a CUDA graph against the eager step: the same numbers bit for bit, and the speed.
+"""The HWA training update replayed from a CUDA graph against the eager update: the same numbers bit for bit, and the speed.
 
-Two identical copies of a CIFAR-10 ResNet on the accelerated HWA tiles (``TorchHWAPreset``, input ranges
+Identical copies of a CIFAR-10 ResNet on the accelerated HWA tiles (``TorchHWAPreset``, input ranges
 initialised from data) train the same batches from the same random state with ``AnalogSGD`` (lr 0.005,
-momentum 0.9, Nesterov, weight decay 5e-4, as the fair comparison's runs): one with the loop's eager step,
-one with :class:`~aihwkit_nabn.training.cuda_graph.GraphedStep`. The batch sequence has what a real run has:
-an eval-mode forward between "epochs" (the validation), and one smaller batch (the graph cannot serve it: the
-eager step runs). Compared: every step's loss, and at the end every parameter, buffer and optimizer state
-tensor, bitwise. Then the step time of each (device synchronised, median). Writes ``hwa_cuda_graph.json``
-into ``--out``; the exit status is 1 when any number differs.
+momentum 0.9, Nesterov, weight decay 5e-4, as the fair comparison's runs): one with the loop's eager update,
+one per :class:`~aihwkit_nabn.training.cuda_graph.GraphedStep` mode (``on``: forward and backward replayed;
+``full``: the optimizer step too). The batch sequence has what a real run has: an eval-mode forward between
+"epochs" (the validation), one smaller batch (the graph cannot serve it: the eager update runs) and a halved
+learning rate (``full`` records its graph again). Compared: every step's loss, and at the end every parameter,
+buffer, gradient and optimizer state tensor, bitwise. Then the step time of each (device synchronised, median).
+Writes ``hwa_cuda_graph.json`` into ``--out``; the exit status is 1 when any mode's numbers differ.
 
     python benchmarks/hwa_cuda_graph.py --arch resnet32 --device cuda --out /tmp/out
 """
@@ -35,7 +36,7 @@ from aihwkit_nabn._aihwkit.input_ranges import init_batches_needed, init_input_r
 from aihwkit_nabn.analog.convert import to_analog
 from aihwkit_nabn.analog.hwa_preset import TorchHWAPreset
 from aihwkit_nabn.training.checkpoints import load_model_spec
-from aihwkit_nabn.training.cuda_graph import GraphedStep, eager_step
+from aihwkit_nabn.training.cuda_graph import GRAPH_MODES, GraphedStep, eager_update
 from aihwkit_nabn.training.hwa import _param_groups
 from aihwkit_nabn.utils.provenance import code_commit
 
@@ -92,6 +93,7 @@ def main(argv=None) -> int:
     batches = [(torch.randn(n, 3, 32, 32, generator=gen).to(dev).contiguous(memory_format=torch.channels_last),
                 torch.randint(0, 10, (n,), generator=gen).to(dev)) for n in sizes]
     eval_at = {a.steps // 3, (2 * a.steps) // 3}  # an eval-mode forward (validation) before these steps
+    halve_at = (3 * a.steps) // 4  # the learning rates halved before this step
     x_eval = torch.randn(64, 3, 32, 32, generator=gen).to(dev)
     results = {"arch": name, "batch_size": b, "steps": a.steps, "commit": code_commit(), "torch": torch.__version__,
                "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
         init_input_ranges(base, (torch.randn_like(batches[0][0]).contiguous() for _ in range(init_batches_needed(base))))
         start_rng = (torch.get_rng_state(), torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None)
 
-        def run(graphed: bool):
+        def run(mode):
             model = copy.deepcopy(base).train()
             opt = AnalogSGD(_param_groups(model, 5e-4), lr=0.005, momentum=0.9, nesterov=True)
 
@@ -109,7 +111,7 @@ def main(argv=None) -> int:
                 logits = model(x.contiguous())
                 return F.cross_entropy(logits, y, label_smoothing=0.1), logits
 
-            fwd_bwd = GraphedStep(model, step, opt) if graphed else (lambda x, y: eager_step(step, opt, x, y))
+            update = GraphedStep(model, step, opt, mode=mode) if mode else (lambda x, y: eager_update(step, opt, x, y))
             torch.set_rng_state(start_rng[0])
             if start_rng[1] is not None:
                 torch.cuda.set_rng_state(start_rng[1], dev)
@@ -120,40 +122,54 @@ def main(argv=None) -> int:
                     with torch.no_grad():
                         evals.append(model(x_eval).clone())
                     model.train()
-                loss, _ = fwd_bwd(x, y)
+                if i == halve_at:  # as the plateau schedule at an epoch's end
+                    for group in opt.param_groups:
+                        group["lr"] = group["lr"] * 0.5
+                loss, _ = update(x, y)
                 losses.append(loss.detach().clone())
-                opt.step()
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
-            return model, opt, fwd_bwd, losses, evals
+            return model, opt, update, losses, evals
 
-        m_e, o_e, _, loss_e, eval_e = run(False)
-        m_g, o_g, g, loss_g, eval_g = run(True)
-        diffs = _differences(_state(m_e, o_e), _state(m_g, o_g))
-        loss_diff = [i for i, (u, v) in enumerate(zip(loss_e, loss_g)) if not torch.equal(u, v)]
-        eval_diff = [i for i, (u, v) in enumerate(zip(eval_e, eval_g)) if not torch.equal(u, v)]
-        results.update(
-            captured=g.captured, failure=g.failure, replays=g.replays, eager_calls=g.eager_calls,
-            steps_with_other_loss=loss_diff, evals_differing=eval_diff, tensors_compared=len(_state(m_e, o_e)),
-            tensors_differing=len(diffs), differing=dict(list(diffs.items())[:20]),
-            bitwise_equal=not diffs and not loss_diff and not eval_diff,
-        )
-        print(json.dumps(results, indent=1), flush=True)
+        m_e, o_e, _, loss_e, eval_e = run(None)
+        ref = _state(m_e, o_e)
+        results["tensors_compared"] = len(ref)
+        runs = {"eager": (m_e, o_e)}
+        for mode in GRAPH_MODES:
+            m_g, o_g, g, loss_g, eval_g = run(mode)
+            diffs = _differences(ref, _state(m_g, o_g))
+            loss_diff = [i for i, (u, v) in enumerate(zip(loss_e, loss_g)) if not torch.equal(u, v)]
+            eval_diff = [i for i, (u, v) in enumerate(zip(eval_e, eval_g)) if not torch.equal(u, v)]
+            results[mode] = dict(
+                mode_in_force=g.mode, mode_reason=g.mode_reason, captured=g.captured, failure=g.failure,
+                replays=g.replays, captures=g.captures, eager_calls=g.eager_calls, steps_with_other_loss=loss_diff,
+                evals_differing=eval_diff, tensors_differing=len(diffs), differing=dict(list(diffs.items())[:20]),
+                bitwise_equal=g.mode == mode and not diffs and not loss_diff and not eval_diff,
+            )
+            runs[mode] = (m_g, o_g, g)
+            print(json.dumps({mode: results[mode]}, indent=1), flush=True)
 
-        # speed: the same model and batch, each way
+        # speed: the same model and batch, each way (no lr change: every call a replay)
         x, y = batches[0]
-        for label, model, opt, fwd_bwd in (("eager", m_e, o_e, None), ("graph", m_g, o_g, g)):
-            def one(model=model, opt=opt, fwd_bwd=fwd_bwd):
-                if fwd_bwd is None:
+        for label in ("eager",) + GRAPH_MODES:
+            model, opt, *rest = runs[label]
+            if label == "eager":
+                def one(model=model, opt=opt):
                     logits = model(x.contiguous())
                     opt.zero_grad(set_to_none=True)
                     F.cross_entropy(logits, y, label_smoothing=0.1).backward()
-                else:
-                    fwd_bwd(x, y)
-                opt.step()
+                    opt.step()
+            else:
+                def one(update=rest[0]):
+                    update(x, y)
             results[f"{label}_step_s"] = timed(one, dev, a.iters)
-        results["speedup"] = results["eager_step_s"] / results["graph_step_s"]
-        results["epoch_s_at_45k"] = {k: results[f"{k}_step_s"] * (45000 // b) for k in ("eager", "graph")}
+        for mode in GRAPH_MODES:
+            results[f"speedup_{mode}"] = results["eager_step_s"] / results[f"{mode}_step_s"]
+        results["epoch_s_at_45k"] = {k: results[f"{k}_step_s"] * (45000 // b) for k in ("eager",) + GRAPH_MODES}
+        equal = [m for m in GRAPH_MODES if results[m]["bitwise_equal"]]
+        # the mode a run should use: the faster of the modes found bitwise equal (none: eager)
+        results["choice"] = min(equal, key=lambda m: results[f"{m}_step_s"]) if equal else "off"
+        results["bitwise_equal"] = len(equal) == len(GRAPH_MODES)
     print(json.dumps(results, indent=1))
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "hwa_cuda_graph.json"), "w", encoding="utf-8") as f:

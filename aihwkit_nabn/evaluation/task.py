@@ -96,19 +96,6 @@ def choice_option(*choices: str) -> Callable[[str], str]:
     return parse
 
 
-def bool_option() -> Callable[[str], bool]:
-    """A parser for :class:`Option`: ``on``/``true``/``1`` as True, ``off``/``false``/``0`` as False, else
-    :class:`ConfigError` (use with ``const=True`` so that the bare flag means on)."""
-
-    def parse(text: str) -> bool:
-        value = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}.get(str(text).lower())
-        if value is None:
-            raise ConfigError(f"expected on or off, got {text!r}")
-        return value
-
-    return parse
-
-
 class Task(ABC):
     """One task of the comparison. Subclasses set the class attributes and implement the data methods.
 

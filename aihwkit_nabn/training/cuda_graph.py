@@ -1,21 +1,28 @@
-"""One training step's forward and backward replayed as a CUDA graph, with the eager step's numbers.
+"""One training update replayed as a CUDA graph, with the eager update's numbers.
 
 A hardware-aware ResNet step on aihwkit torch tiles launches about 3,000 small kernels (profiled on an H200:
 90 ms per step on the host, 25 ms of kernel time), so the GPU waits for Python. :class:`GraphedStep`
-records the step's forward and backward once (``torch.cuda.graph``) and replays it for every later batch
-of the same shape; the optimizer step stays eager. It keeps the eager step's semantics:
+records the update once (``torch.cuda.graph``) and replays it for every later batch of the same shape:
 
-* the first ``warmup`` calls, and every call the graph cannot serve (another input shape, a CPU device,
-  a failed capture), run the eager step itself: ``zero_grad(set_to_none=True)``, forward, backward;
-* the random draws are the eager step's: PyTorch's CUDA generator hands a graph the same Philox offsets
-  as the eager calls would have taken, and capturing draws nothing;
+* ``mode="on"``: the forward and backward in the graph, the optimizer step eager;
+* ``mode="full"``: the optimizer step too (``AnalogSGD``: SGD, then each tile's clipping and remapping, made
+  capturable by :func:`~aihwkit_nabn._aihwkit.post_update.install_inplace_post_update`); the graph is recorded
+  again whenever a learning rate or another optimizer setting changes (a plateau schedule: a few times per run).
+  Where a tile's post-update cannot be done in place, ``full`` works as ``on`` (``mode`` then says ``on``).
+
+It keeps the eager update's semantics:
+
+* the first ``warmup`` calls, and every call the graph cannot serve (another input shape, a CPU device, a failed
+  capture), run the eager update itself: forward, ``zero_grad(set_to_none=True)``, backward, ``optimizer.step()``;
+* the random draws are the eager ones: PyTorch's CUDA generator hands a graph the same Philox offsets as the eager
+  calls would have taken, and capturing draws nothing;
 * aihwkit's weight clipping and remapping after each update *replace* a tile weight's storage
-  (``weight.data = clamp(...)``): before every replay each tensor the graph read (every parameter, buffer and
-  tensor attribute of the model's modules) is copied back into the storage the graph was recorded on, and
-  the gradients are re-attached to the tensors the graph writes.
+  (``weight.data = clamp(...)``) when they run eagerly: before every replay each tensor the graph reads (every
+  parameter, buffer and tensor attribute of the model's modules) is copied back into the storage the graph was
+  recorded on, and the gradients are re-attached to the tensors the graph writes.
 
 Whether the replayed numbers equal the eager ones bit for bit is measured, not assumed:
-``benchmarks/hwa_cuda_graph.py`` runs the same steps both ways from one state and compares every weight.
+``benchmarks/hwa_cuda_graph.py`` runs the same updates both ways from one state and compares every tensor.
 """
 
 from __future__ import annotations
@@ -26,19 +33,23 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GraphedStep", "eager_step"]
+from .._aihwkit.post_update import install_inplace_post_update
+
+__all__ = ["GraphedStep", "eager_update", "GRAPH_MODES"]
 
 StepFn = Callable[[Tensor, Tensor], Tuple[Tensor, Optional[Tensor]]]
+GRAPH_MODES = ("on", "full")
 
 
-def eager_step(step: StepFn, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
-    """The training loop's forward and backward: ``step(x, y)``, ``zero_grad(set_to_none=True)``, ``backward``.
+def eager_update(step: StepFn, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+    """The training loop's update: ``step(x, y)``, ``zero_grad(set_to_none=True)``, ``backward``, ``optimizer.step()``.
 
     Returns ``(loss, logits)`` as ``step`` does.
     """
     loss, logits = step(x, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    optimizer.step()
     return loss, logits
 
 
@@ -56,27 +67,45 @@ def _model_tensors(model: nn.Module) -> List[Tuple[nn.Module, str, Tensor]]:
     return found
 
 
+def _optimizer_settings(optimizer: torch.optim.Optimizer) -> tuple:
+    """The numbers a recorded optimizer step has baked in (learning rates, momentum, ...), per group."""
+    return tuple(tuple(sorted((k, v) for k, v in g.items() if k != "params" and isinstance(v, (bool, int, float))))
+                 for g in optimizer.param_groups)
+
+
 class GraphedStep:
-    """``fn(x, y) -> (loss, logits)``: the eager step's forward and backward, replayed from a CUDA graph.
+    """``fn(x, y) -> (loss, logits)``: the eager update (forward, backward, optimizer step), replayed from a CUDA graph.
 
     Args:
         model: the trained module (its tensors are kept at the addresses the graph was recorded on).
         step: ``step(x, y) -> (loss, logits or None)``, the loop's forward and loss.
-        optimizer: its ``zero_grad`` is called by the eager calls; the graph writes the gradients itself.
-        warmup: eager calls (on a side stream) before the capture, as CUDA graphs need.
+        optimizer: the optimizer whose ``step`` completes each update.
+        mode: ``"on"`` (forward and backward recorded) or ``"full"`` (the optimizer step too), see the module.
+        warmup: eager updates (on a side stream) before the first capture, as CUDA graphs need.
 
-    ``captured`` says whether a graph exists; ``replays`` and ``eager_calls`` count the calls; ``failure`` holds
-    the reason a capture failed (the step then stays eager for good).
+    ``captured`` says whether a graph exists; ``replays``, ``eager_calls`` and ``captures`` count; ``failure`` holds
+    the reason a capture failed (the update then stays eager for good); ``mode`` is the mode in force and
+    ``mode_reason`` why ``full`` fell back to ``on`` (None otherwise).
     """
 
-    def __init__(self, model: nn.Module, step: StepFn, optimizer: torch.optim.Optimizer, warmup: int = 3):
+    def __init__(self, model: nn.Module, step: StepFn, optimizer: torch.optim.Optimizer, *, mode: str = "on",
+                 warmup: int = 3):
+        if mode not in GRAPH_MODES:
+            raise ValueError(f"mode must be one of {GRAPH_MODES}, got {mode!r}")
         self.model, self.step, self.optimizer, self.warmup = model, step, optimizer, warmup
+        self.mode, self.mode_reason = mode, None
+        if mode == "full":
+            refused = {k: v for k, v in install_inplace_post_update(model).items() if v is not None}
+            if refused:
+                name, why = next(iter(refused.items()))
+                self.mode, self.mode_reason = "on", f"tile {name}: {why}"
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         self.failure: Optional[str] = None
-        self.replays = self.eager_calls = 0
+        self.replays = self.eager_calls = self.captures = 0
         self._calls = 0
         self._stream: Optional[torch.cuda.Stream] = None
         self._key: Optional[tuple] = None
+        self._settings: Optional[tuple] = None
         self._static: Dict[str, Any] = {}
         self._tensors: List[Tuple[nn.Module, str, Tensor, Tensor]] = []
         self._grads: List[Tuple[Tensor, Tensor]] = []
@@ -95,7 +124,9 @@ class GraphedStep:
         key = self._signature(x, y)
         if self.graph is not None:
             if key != self._key:
-                return self._eager(x, y)  # e.g. a smaller last batch: the eager step, same numbers
+                return self._eager(x, y)  # e.g. a smaller last batch: the eager update, same numbers
+            if self.mode == "full" and _optimizer_settings(self.optimizer) != self._settings:
+                return self._capture_and_replay(x, y, key)  # a new lr: record the update again
             return self._replay(x, y)
         self._calls += 1
         if self._stream is None:
@@ -109,24 +140,33 @@ class GraphedStep:
                 out = self._eager(x, y)
             torch.cuda.current_stream(x.device).wait_stream(side)
             return out
+        return self._capture_and_replay(x, y, key)
+
+    def _eager(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+        self.eager_calls += 1
+        return eager_update(self.step, self.optimizer, x, y)
+
+    def _capture_and_replay(self, x: Tensor, y: Tensor, key: tuple) -> Tuple[Tensor, Optional[Tensor]]:
+        if self.graph is not None:
+            self._rebind()  # the new graph is recorded on the tensors the old one used
         try:
-            self._capture(x, y, key)
+            self._capture(x, key)
         except Exception as exc:  # pylint: disable=broad-except
             # nothing ran during the failed capture (a capture records, it does not execute): eager from here
             self.graph, self.failure = None, f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             self.optimizer.zero_grad(set_to_none=True)
-            warnings.warn(f"CUDA graph capture failed, the step stays eager: {self.failure}", RuntimeWarning)
+            warnings.warn(f"CUDA graph capture failed, the update stays eager: {self.failure}", RuntimeWarning)
             return self._eager(x, y)
         return self._replay(x, y)
 
-    def _eager(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
-        self.eager_calls += 1
-        return eager_step(self.step, self.optimizer, x, y)
-
-    def _capture(self, x: Tensor, y: Tensor, key: tuple) -> None:
+    def _capture(self, x: Tensor, key: tuple) -> None:
         dev = x.device
-        sx = torch.empty_like(x, memory_format=torch.contiguous_format)
-        sy = torch.empty_like(y)
+        if self._static:
+            sx, sy = self._static["x"], self._static["y"]
+        else:
+            sx = torch.empty_like(x, memory_format=torch.contiguous_format)
+            sy = torch.empty(key[3], dtype=key[4], device=key[5])
+        self.graph = None  # frees the old graph's memory before the new one is recorded
         self.optimizer.zero_grad(set_to_none=True)  # the graph allocates the gradients in its own pool
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize(dev)
@@ -134,7 +174,10 @@ class GraphedStep:
         with torch.cuda.graph(graph, stream=self._stream):
             loss, logits = self.step(sx, sy)
             loss.backward()
-        self.graph, self._key = graph, key
+            if self.mode == "full":
+                self.optimizer.step()
+        self.graph, self._key, self.captures = graph, key, self.captures + 1
+        self._settings = _optimizer_settings(self.optimizer)
         self._static = {"x": sx, "y": sy, "loss": loss.detach(), "logits": None if logits is None else logits.detach()}
         self._record()
 
@@ -175,4 +218,6 @@ class GraphedStep:
         self._static["y"].copy_(y)
         self.graph.replay()
         self.replays += 1
+        if self.mode == "on":
+            self.optimizer.step()
         return self._static["loss"], self._static["logits"]

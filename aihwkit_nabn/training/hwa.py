@@ -26,6 +26,7 @@ from aihwkit.simulator.configs import TorchInferenceRPUConfig
 
 from .._aihwkit.input_range_fix import input_range_fix
 from .._aihwkit.input_ranges import init_input_ranges
+from .._aihwkit.post_update import uninstall_inplace_post_update
 from .._aihwkit.state import analog_state, input_ranges, load_analog_state
 from .._aihwkit.tiles import has_analog_tiles
 from ..analog.convert import to_analog
@@ -45,6 +46,7 @@ _NO_DECAY = ("input_range", "out_scaling_alpha", "analog_ctx")  # learned periph
 _RESUME_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "n_train",
                 "digital_layers", "rpu_config", "schedule")
 SCHEDULES = ("cosine", "plateau")
+_GRAPH_MODE = {True: "on", "on": "on", "full": "full"}
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
@@ -101,7 +103,7 @@ def fit_hwa(
     log_path: Optional[PathLike] = None,
     resume_path: Optional[PathLike] = None,
     progress: bool = True,
-    cuda_graph: bool = False,
+    cuda_graph: Union[bool, str] = False,
 ) -> Dict[str, Any]:
     """Fine-tune an analog copy of ``digital_model`` hardware-aware; ``digital_model`` is not modified.
 
@@ -136,9 +138,10 @@ def fit_hwa(
             (e.g. a detector, which returns its losses in training mode).
         schedule, patience, stop_patience, min_epochs: the learning-rate schedule (above).
         max_seconds, stop_after_epochs, log_path, resume_path, progress: see :func:`.loop.fit`.
-        cuda_graph: on CUDA, replay each step's forward and backward from a CUDA graph
-            (:class:`~.cuda_graph.GraphedStep`; the optimizer step stays eager); each epoch record then
-            has ``graph_replays`` (cumulative over the call) and ``graph_failure``. Not under torchrun.
+        cuda_graph: on CUDA, replay each update from a CUDA graph (:class:`~.cuda_graph.GraphedStep`, the eager
+            update's numbers): ``"on"`` (or True) the forward and backward, ``"full"`` the optimizer step too;
+            ``"off"`` / False: eager. Each epoch record then has ``graph_mode``, ``graph_replays`` and
+            ``graph_captures`` (cumulative over the call) and ``graph_failure``. Not under torchrun.
 
     Returns:
         dict with ``model`` (the analog model, eval mode, unprogrammed), ``top1`` (the last test metric),
@@ -150,6 +153,9 @@ def fit_hwa(
     check_hwa_args(epochs, batch_size, lr, max_seconds)
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    graph_mode = _GRAPH_MODE.get(cuda_graph) if isinstance(cuda_graph, (bool, str)) else None
+    if cuda_graph not in (False, "off") and graph_mode is None:
+        raise ValueError(f"cuda_graph must be one of off, on, full (or a bool), got {cuda_graph!r}")
     plateau = None
     if schedule == "plateau":
         if not eval_key.startswith("val"):
@@ -200,21 +206,22 @@ def fit_hwa(
 
         the_step = step if train_step is None else (lambda x, y: train_step(trained, x, y))
         graphed = None
-        if cuda_graph:  # off CUDA the graphed step is the eager one (graph_replays stays 0)
+        if graph_mode is not None:  # off CUDA the graphed update is the eager one (graph_replays stays 0)
             if world()[1] > 1:
-                raise ValueError("cuda_graph=True is not supported under torchrun (DDP); leave it off")
-            graphed = GraphedStep(model, the_step, optimizer)
+                raise ValueError("cuda_graph is not supported under torchrun (DDP); leave it off")
+            graphed = GraphedStep(model, the_step, optimizer, mode=graph_mode)
 
         def range_mean() -> Dict[str, Any]:
             ranges = list(input_ranges(model).values())
             extras = {"input_range_mean": sum(ranges) / len(ranges) if ranges else None}
             if graphed is not None:  # cumulative over this call
-                extras.update(graph_replays=graphed.replays, graph_failure=graphed.failure)
+                extras.update(graph_mode=graphed.mode, graph_replays=graphed.replays, graph_captures=graphed.captures,
+                              graph_failure=graphed.failure)
             return extras
 
         run = fit(
             model, optimizer, scheduler, epochs=epochs, epoch_batches=lambda epoch: epoch_batches(epoch, dev),
-            step=the_step, forward_backward=graphed,
+            step=the_step, update=graphed,
             evaluate=lambda: evaluate(model, dev), hparams=hparams, seed=seed, device=dev,
             resume=ResumeSpec(HWA_RESUME_FORMAT, _RESUME_KEYS + tuple(data_resume_keys), "HWA training state",
                               opaque=("rpu_config",)),
@@ -225,6 +232,8 @@ def fit_hwa(
             stop_after_epochs=stop_after_epochs, max_seconds=max_seconds, progress=progress, desc="hwa",
             eval_key=eval_key, epoch_end=None if plateau is None else plateau_end,
         )
+        if graphed is not None:
+            uninstall_inplace_post_update(model)  # "full" gave the tiles an in-place post-update: aihwkit's own again
         model.eval()
         history = run["history"]
         top1 = history[-1][eval_key] if history else evaluate(model, dev)

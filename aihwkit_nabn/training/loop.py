@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import CheckpointError
 from ..utils.io import atomic_save
-from .cuda_graph import eager_step
+from .cuda_graph import eager_update
 from .distributed import is_main, shard
 
 __all__ = ["fit", "load_resume_state", "ResumeSpec"]
@@ -97,7 +97,7 @@ def fit(
     desc: str = "train",
     eval_key: str = "test_acc",
     epoch_end: Optional[Callable[[Dict[str, Any]], bool]] = None,
-    forward_backward: Optional[StepFn] = None,
+    update: Optional[StepFn] = None,
 ) -> Dict[str, Any]:
     """Train ``model`` for the epochs not yet done; return what happened.
 
@@ -110,8 +110,8 @@ def fit(
     line), and, with ``resume_path``, the whole state saved atomically. ``epoch_end(record)``, if given, runs
     before the record is written (e.g. a validation-driven schedule); when it returns True the record gets
     ``"stopped": True`` and training ends there, finished (a resumed run that had stopped trains no more).
-    ``forward_backward(x, y) -> (loss, logits)``, if given, replaces ``step``, ``zero_grad`` and ``backward``
-    (e.g. a :class:`~.cuda_graph.GraphedStep`, which leaves the gradients in the parameters itself).
+    ``update(x, y) -> (loss, logits)``, if given, replaces ``step``, ``zero_grad``, ``backward`` and
+    ``optimizer.step()`` (e.g. a :class:`~.cuda_graph.GraphedStep`, the same update replayed from a CUDA graph).
 
     Resume: if ``resume_path`` exists it is checked against ``hparams``/``seed`` (:func:`load_resume_state`)
     and the model (``load_model(state["model"], where)``), optimizer, scheduler, history, seconds and random
@@ -166,11 +166,10 @@ def fit(
         seen = labels = 0
         for x, y in epoch_batches(epoch):
             x, y = shard(x, y)  # under torchrun: this rank's slice of the global batch
-            if forward_backward is None:
-                loss, logits = eager_step(step, optimizer, x, y)
+            if update is None:
+                loss, logits = eager_update(step, optimizer, x, y)
             else:
-                loss, logits = forward_backward(x, y)
-            optimizer.step()
+                loss, logits = update(x, y)
             scheduler.step()
             # Accumulate on the device: no host sync inside the epoch.
             loss_sum += loss.detach() * len(y)

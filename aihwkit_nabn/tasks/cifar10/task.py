@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ...errors import ConfigError
 from ...evaluation.metrics import Top1Accuracy
-from ...evaluation.task import Option, PathLike, Task, bool_option, check_eval_split, choice_option, float_option, int_option
+from ...evaluation.task import Option, PathLike, Task, check_eval_split, choice_option, float_option, int_option
 from ...utils.batches import TensorBatches
 from .data import balanced_order, load_cifar10, normalize, split_off_val, stratified_subset
 from .recipe import DATASET_NAME, train_baseline, train_hwa_cifar10
@@ -89,9 +89,10 @@ class Cifar10Task(Task):
         Option("stop_patience", int_option(1), "plateau: stop when the best val accuracy is this many epochs old "
                                                "(default 15)"),
         Option("min_epochs", int_option(0), "plateau: never stop before this epoch (default 0)"),
-        Option("cuda_graph", bool_option(), "on CUDA, replay each step's forward and backward from a CUDA graph "
-                                            "(the eager step's numbers, fewer kernel launches; default off)",
-               metavar="on|off", const=True),
+        Option("cuda_graph", choice_option("off", "on", "full"),
+               "on CUDA, replay each update from a CUDA graph, the eager update's numbers with fewer kernel launches: "
+               "on (the flag alone): forward and backward; full: the optimizer step too; default off",
+               metavar="on|full|off", const="on"),
     )
 
     def __init__(self, source: Optional[PathLike] = None, val_samples: int = 0):
