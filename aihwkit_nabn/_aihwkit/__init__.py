@@ -6,4 +6,5 @@
 * :mod:`.grouped` -- grouped / depthwise convolutions as one analog convolution per group.
 * :mod:`.state` -- the exact tensor state of analog tiles (HWA checkpoints, resumable training).
 * :mod:`.input_ranges` -- data-calibrated and data-initialised input ranges.
+* :mod:`.post_update` -- the torch tile's clipping and remapping after an update, in place (CUDA-graph capturable).
 """
