@@ -2,14 +2,19 @@
 # the results back under the device tool's 16 MiB-per-file return limit).
 
 install_site() {  # aihwkit into /tmp/site: the slim tarball if carried (slim_site.sh), then any carried wheels
+  # once per machine: a second driver started beside the first must not unpack over files the first imports
+  [ -f /tmp/site/.nabn_installed ] && return 0
   mkdir -p /tmp/site
   if [ -f .gpucarry/aihwkit_site.tar.xz ]; then tar xJf .gpucarry/aihwkit_site.tar.xz -C /tmp/site || return 1; fi
   if compgen -G ".whl/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || return 1
   fi
+  touch /tmp/site/.nabn_installed
 }
 
 bring_back() {  # bring_back NAME PATH...: one gzipped tar of PATHs in $OUT, in 15 MB pieces NAME.tgz.part-*
+  # NO_BRING_BACK set: nothing (a caller running two drivers side by side packs once, after both)
+  [ -n "${NO_BRING_BACK:-}" ] && return 0
   local name=$1; shift
   tar czf "$OUT/$name.tgz" "$@" 2>/dev/null
   split -b 15M -d "$OUT/$name.tgz" "$OUT/$name.tgz.part-" && rm -f "$OUT/$name.tgz"; ls -la "$OUT"

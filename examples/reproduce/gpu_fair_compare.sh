@@ -58,8 +58,11 @@ if [ -f $C/calib_sweep/calib_sweep.json ]; then
     echo "bnft_sweep rc=$?" | tee -a $R/calls.txt
   fi
 fi
-# 3. the grid on test, with the chosen settings
-if [ -f $C/bnft_sweep/bnft_sweep.json ] && [ ! -f $G/reproduce/run.json ]; then
+# 3. the grid on test, with the chosen settings, once every HWA model exists (stages 1 and 2 need none: they can run
+#    beside gpu_fair.sh's HWA training, NO_BRING_BACK=1 for both and one bring_back after them)
+hwa_ready=1; for m in $MODELS; do [ -f $R/hwa/${m}_hwa.pt ] || hwa_ready=0; done
+[ -f $C/bnft_sweep/bnft_sweep.json ] && [ $hwa_ready = 0 ] && echo "grid waits for the HWA models" | tee -a $R/calls.txt
+if [ -f $C/bnft_sweep/bnft_sweep.json ] && [ $hwa_ready = 1 ] && [ ! -f $G/reproduce/run.json ]; then
   recipe=$(python3 - $C/bnft_sweep/bnft_sweep.json <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); s = next(x for x in r["settings"] if x["setting"] == r["chosen"])
