@@ -19,7 +19,9 @@ It keeps the eager update's semantics:
 * aihwkit's weight clipping and remapping after each update *replace* a tile weight's storage
   (``weight.data = clamp(...)``) when they run eagerly: before every replay each tensor the graph reads (every
   parameter, buffer and tensor attribute of the model's modules) is copied back into the storage the graph was
-  recorded on, and the gradients are re-attached to the tensors the graph writes.
+  recorded on, and the gradients are re-attached to the tensors the graph writes. (In mode ``on`` this also keeps
+  the weight-gradient hook right: aihwkit's ``set_scales`` hook divides by the tensor that becomes the tile's
+  mapping scales, so the recorded hook reads the recorded mapping scales, which the re-binding refreshes.)
 
 Whether the replayed numbers equal the eager ones bit for bit is measured, not assumed:
 ``benchmarks/hwa_cuda_graph.py`` runs the same updates both ways from one state and compares every tensor.
