@@ -20,7 +20,8 @@
 #      other values only for a dry run on a small archive), CUDA_GRAPH (check: first benchmarks/hwa_cuda_graph.py on
 #      ResNet-32, then the HWA updates replayed from a CUDA graph in the faster mode it finds bitwise equal to the
 #      eager update (--cuda-graph on|full), its output in runs/fair/hwa/graph_check_<commit>/; on / full: that mode
-#      without the check; empty or off: eager)
+#      without the check; empty or off: eager), GRAPH_CHECK_ARGS (more options of the check, e.g. a smaller batch for a
+#      dry run)
 set -uo pipefail
 start=$SECONDS; budget=${CALL_SECONDS:-555}
 left() { echo $((budget - (SECONDS - start))); }
@@ -36,8 +37,9 @@ wait_for() { until [ -f "$1" ]; do [ "$(left)" -lt 90 ] && return 1; sleep 5; do
 
 if [ "${CUDA_GRAPH:-}" = check ]; then
   CUDA_GRAPH=off; gc=$R/hwa/graph_check_$AIHWKIT_NABN_COMMIT; mkdir -p $gc
+  # shellcheck disable=SC2086
   [ -f $R/ckpt/resnet32.pt ] && timeout 240 python3 benchmarks/hwa_cuda_graph.py --arch $R/ckpt/resnet32.pt \
-    --device $DEVICE --out $gc > $gc/log.txt 2>&1
+    --device $DEVICE --out $gc ${GRAPH_CHECK_ARGS:-} > $gc/log.txt 2>&1
   # the faster of the graph modes found bitwise equal to the eager update ("off": none)
   CUDA_GRAPH=$(python3 -c "import json; print(json.load(open('$gc/hwa_cuda_graph.json'))['choice'])" 2>/dev/null || echo off)
   echo "graph check: --cuda-graph $CUDA_GRAPH" | tee -a $R/calls.txt
