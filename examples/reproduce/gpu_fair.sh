@@ -15,6 +15,9 @@
 #   here:   bash examples/reproduce/device_tree.sh restore; cat fair.tgz.part-* | tar xz
 # Checked end to end on the CPU on a 600-image copy of the archive (MODELS="resnet20 resnet32" VAL_SAMPLES=100
 # EPOCHS=2 COMPILE= PROBE_EPOCHS=2 HWA_LRS="0.01 0.02" DEVICE=cpu): baselines, probes, choice, hand-over, resume.
+# The graph check's path likewise, on a 600-image copy (MODELS=resnet32 VAL_SAMPLES=100 EPOCHS=1 PROBE_EPOCHS=1
+# HWA_EPOCHS=2 HWA_MIN_EPOCHS=1 CUDA_GRAPH=check GRAPH_CHECK_ARGS="--batch-size 8 --steps 6 --iters 2" DEVICE=cpu, two
+# calls): no checkpoint yet -> eager; then the check chose "full" and the HWA run logged graph_mode "full".
 # env: CALL_SECONDS (555), EPOCHS (200), COMPILE (reduce-overhead; empty: none), HWA_LRS, PROBE_EPOCHS, HWA_EPOCHS (200),
 #      HWA_MIN_EPOCHS (100), MODELS, DEVICE (cuda; the digital runs take the default device), VAL_SAMPLES (5000:
 #      other values only for a dry run on a small archive), CUDA_GRAPH (check: first benchmarks/hwa_cuda_graph.py on
