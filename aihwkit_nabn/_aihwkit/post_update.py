@@ -27,9 +27,6 @@ from .version import aihwkit_supported
 
 __all__ = ["inplace_post_update_reason", "install_inplace_post_update", "uninstall_inplace_post_update"]
 
-_MARK = "_nabn_inplace_post_update"
-
-
 def inplace_post_update_reason(tile: nn.Module) -> Optional[str]:
     """None if :func:`install_inplace_post_update` reproduces ``tile.post_update_step`` exactly, else why not."""
     if not aihwkit_supported():
@@ -137,7 +134,6 @@ def install_inplace_post_update(model: nn.Module) -> Dict[str, Optional[str]]:
             why = inplace_post_update_reason(mod)
             if why is None:
                 mod.__dict__["post_update_step"] = _Bound(mod)
-                mod.__dict__[_MARK] = True
             report[name] = why
     return report
 
@@ -145,5 +141,5 @@ def install_inplace_post_update(model: nn.Module) -> Dict[str, Optional[str]]:
 def uninstall_inplace_post_update(model: nn.Module) -> None:
     """Give every tile of ``model`` aihwkit's own ``post_update_step`` back."""
     for mod in model.modules():
-        if mod.__dict__.pop(_MARK, False):
-            mod.__dict__.pop("post_update_step", None)
+        if isinstance(mod.__dict__.get("post_update_step"), _Bound):
+            del mod.__dict__["post_update_step"]

@@ -149,10 +149,8 @@ class GraphedStep:
         return eager_update(self.step, self.optimizer, x, y)
 
     def _capture_and_replay(self, x: Tensor, y: Tensor, key: tuple) -> Tuple[Tensor, Optional[Tensor]]:
-        if self.graph is not None:
-            self._rebind()  # the new graph is recorded on the tensors the old one used
         try:
-            self._capture(x, key)
+            self._capture(x, y, key)
         except Exception as exc:  # pylint: disable=broad-except
             # nothing ran during the failed capture (a capture records, it does not execute): eager from here
             self.graph, self.failure = None, f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
@@ -161,13 +159,12 @@ class GraphedStep:
             return self._eager(x, y)
         return self._replay(x, y)
 
-    def _capture(self, x: Tensor, key: tuple) -> None:
+    def _capture(self, x: Tensor, y: Tensor, key: tuple) -> None:
         dev = x.device
-        if self._static:
+        if self._static:  # recorded again (a new lr): the same input buffers
             sx, sy = self._static["x"], self._static["y"]
         else:
-            sx = torch.empty_like(x, memory_format=torch.contiguous_format)
-            sy = torch.empty(key[3], dtype=key[4], device=key[5])
+            sx, sy = torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(y)
         self.graph = None  # frees the old graph's memory before the new one is recorded
         self.optimizer.zero_grad(set_to_none=True)  # the graph allocates the gradients in its own pool
         graph = torch.cuda.CUDAGraph()
@@ -192,24 +189,20 @@ class GraphedStep:
         """Put every tensor the graph reads back at its recorded address, and the graph's gradients on the params."""
         for mod, name, t, data in self._tensors:
             now = getattr(mod, name, None)
-            if now is not t:  # an attribute replaced by another tensor object: back to the recorded one
-                if not isinstance(now, Tensor) or now.shape != data.shape or now.dtype != data.dtype:
-                    raise RuntimeError(f"CUDA graph: {type(mod).__name__}.{name} changed shape or type; "
-                                       "this step cannot be replayed")
-                with torch.no_grad():
-                    data.copy_(now)
-                t.data = data
+            if now is t and t.data_ptr() == data.data_ptr():
+                continue
+            # `t.data = new` (aihwkit's clip / remap) or the attribute replaced by another tensor: copy the values back
+            if not isinstance(now, Tensor) or now.shape != data.shape or now.dtype != data.dtype:
+                raise RuntimeError(f"CUDA graph: {type(mod).__name__}.{name} changed shape or type; "
+                                   "this step cannot be replayed")
+            with torch.no_grad():
+                data.copy_(now)
+            t.data = data
+            if now is not t:  # the recorded tensor object back in the module
                 if name in mod._parameters or name in mod._buffers:
                     setattr(mod, name, t)
                 else:
                     mod.__dict__[name] = t
-            elif t.data_ptr() != data.data_ptr():  # `t.data = new` (aihwkit's clip / remap): copy back
-                if t.shape != data.shape or t.dtype != data.dtype:
-                    raise RuntimeError(f"CUDA graph: {type(mod).__name__}.{name} changed shape or type; "
-                                       "this step cannot be replayed")
-                with torch.no_grad():
-                    data.copy_(t.data)
-                t.data = data
         for p, g in self._grads:
             if p.grad is not g:
                 p.grad = g
