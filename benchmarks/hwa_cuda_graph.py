@@ -4,7 +4,7 @@
 Identical copies of a CIFAR-10 ResNet on the accelerated HWA tiles (``TorchHWAPreset``, input ranges
 initialised from data) train the same batches from the same random state with ``AnalogSGD`` (lr 0.005,
 momentum 0.9, Nesterov, weight decay 5e-4, as the fair comparison's runs): one with the loop's eager update,
-one per :class:`~aihwkit_nabn.training.cuda_graph.GraphedStep` mode (``on``: forward and backward replayed;
+one per :class:`~aihwkit_nabn.training.cuda_graph.AnalogGraphedStep` mode (``on``: forward and backward replayed;
 ``full``: the optimizer step too). The batch sequence has what a real run has: an eval-mode forward between
 "epochs" (the validation), one smaller batch (the graph cannot serve it: the eager update runs) and a halved
 learning rate (``full`` records its graph again). Compared: every step's loss, and at the end every parameter,
@@ -36,7 +36,8 @@ from aihwkit_nabn._aihwkit.input_ranges import init_batches_needed, init_input_r
 from aihwkit_nabn.analog.convert import to_analog
 from aihwkit_nabn.analog.hwa_preset import TorchHWAPreset
 from aihwkit_nabn.training.checkpoints import load_model_spec
-from aihwkit_nabn.training.cuda_graph import GRAPH_MODES, GraphedStep, eager_update
+from aihwkit_nabn.training.cuda_graph import AnalogGraphedStep
+from aihwkit_nabn.utils.cuda_graph import GRAPH_MODES, eager_update
 from aihwkit_nabn.training.hwa import _param_groups
 from aihwkit_nabn.utils.provenance import code_commit
 
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
                 logits = model(x.contiguous())
                 return F.cross_entropy(logits, y, label_smoothing=0.1), logits
 
-            update = GraphedStep(model, step, opt, mode=mode) if mode else (lambda x, y: eager_update(step, opt, x, y))
+            update = AnalogGraphedStep(model, step, opt, mode=mode) if mode else (lambda x, y: eager_update(step, opt, x, y))
             torch.set_rng_state(start_rng[0])
             if start_rng[1] is not None:
                 torch.cuda.set_rng_state(start_rng[1], dev)

@@ -1,4 +1,4 @@
-"""Tests of the CUDA-graph training update (training/cuda_graph.py) and of the in-place post-update it needs for
+"""Tests of the CUDA-graph update (utils/cuda_graph.py, training/cuda_graph.py) and of the in-place post-update it needs for
 ``mode="full"`` (_aihwkit/post_update.py) that run without a GPU: the in-place clipping, remapping and gradient hook
 give aihwkit's numbers bit for bit over AnalogSGD steps; off CUDA the graphed update is the eager one (also
 through fit_hwa and the CLI flag); the re-binding that keeps the tensors a graph reads at their recorded storage
@@ -33,7 +33,8 @@ from aihwkit_nabn._aihwkit.state import analog_state
 from aihwkit_nabn.analog.convert import to_analog
 from aihwkit_nabn.analog.hwa_preset import TorchHWAPreset, hwa_inference_config
 from aihwkit_nabn.tasks.cifar10.recipe import train_hwa
-from aihwkit_nabn.training.cuda_graph import GraphedStep, eager_update
+from aihwkit_nabn.training.cuda_graph import AnalogGraphedStep
+from aihwkit_nabn.utils.cuda_graph import GraphedStep, eager_update
 from aihwkit_nabn.training.hwa import _param_groups
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -233,12 +234,45 @@ def test_inplace_post_update_refusals_and_uninstall():
     t0 = next(t for t in hooked.modules() if isinstance(t, TorchInferenceTile))
     t0.tile.weight.register_hook(lambda g: g)
     assert inplace_post_update_reason(t0) == "other gradient hooks on the tile weight"
-    # GraphedStep(mode="full") falls back to "on", naming the tile
+    # AnalogGraphedStep(mode="full") falls back to "on", naming the tile
     opt = AnalogSGD(_param_groups(gaussian, 5e-4), lr=0.01)
-    g = GraphedStep(gaussian, lambda x, y: (gaussian(x).sum(), None), opt, mode="full")
+    g = AnalogGraphedStep(gaussian, lambda x, y: (gaussian(x).sum(), None), opt, mode="full")
     assert g.mode == "on" and "clip type LAYER_GAUSSIAN" in g.mode_reason
     with pytest.raises(ValueError, match="mode must be one of"):
-        GraphedStep(gaussian, lambda x, y: None, opt, mode="all")
+        AnalogGraphedStep(gaussian, lambda x, y: None, opt, mode="all")
     install_inplace_post_update(model)
     uninstall_inplace_post_update(model)
     assert not any("post_update_step" in vars(t) for t in model.modules())
+
+
+def test_before_step_runs_between_backward_and_step_eager_and_replayed():
+    """before_step(loss) sees the gradients of this batch and the parameters before the update, both in the eager
+    update and after a replay (the replay's graph is stood in for on the CPU: its outputs are set by hand)."""
+    model = _mlp()
+    opt, step = _trainer(model)
+    seen = []
+
+    def before(loss):
+        seen.append((float(loss), model[0].weight.grad.clone(), model[0].weight.detach().clone()))
+
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    graphed = GraphedStep(model, step, opt, before_step=before)
+    w0 = model[0].weight.detach().clone()
+    loss, _ = graphed(x, y)  # off CUDA: eager
+    assert len(seen) == 1 and seen[0][0] == float(loss) and torch.equal(seen[0][2], w0)
+    assert not torch.equal(model[0].weight.detach(), w0)  # the step came after
+    # a replay: the recorded graph's outputs (static loss and gradients) are what before_step sees, then the step
+    graphed._record()
+    graphed._static = {"x": torch.empty_like(x), "y": torch.empty_like(y), "loss": torch.tensor(0.25), "logits": None}
+
+    class _Graph:
+        def replay(self):
+            pass
+
+    graphed.graph = _Graph()
+    w1 = model[0].weight.detach().clone()
+    graphed._replay(x, y)
+    assert len(seen) == 2 and seen[1][0] == 0.25 and torch.equal(seen[1][2], w1)
+    assert not torch.equal(model[0].weight.detach(), w1)
+    with pytest.raises(ValueError, match="before_step needs mode='on'"):
+        GraphedStep(model, step, opt, mode="full", before_step=before)

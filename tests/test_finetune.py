@@ -324,3 +324,36 @@ def test_calib_forward_fn_calls_the_model_its_inference_way_for_calibration(digi
     nb.finetune_bn(wrapped, data, forward_fn=forward_fn, calib_forward_fn=calib_forward_fn, steps=2, train="both",
                    num_samples=64)
     assert calib_calls == [32, 32] and len(train_calls) == 2
+
+
+def test_cuda_graph_flag_off_cuda_fine_tunes_exactly_as_without(analog, labeled):
+    """cuda_graph=True on the CPU: the eager steps (nothing to replay), the same numbers, and the record says so."""
+    chip = nb.Chip(analog, seed=0).drift_to(86400)
+    torch.manual_seed(5)
+    plain = nb.finetune_bn(chip.model, labeled, steps=4, lr=1e-2, num_samples=64)
+    after_plain = full_state(chip.model)
+    plain.restore(chip.model)
+    torch.manual_seed(5)
+    graphed = nb.finetune_bn(chip.model, labeled, steps=4, lr=1e-2, num_samples=64, cuda_graph=True)
+    after_graphed = full_state(chip.model)
+    assert after_plain.keys() == after_graphed.keys()
+    for key, value in after_plain.items():
+        assert torch.equal(value, after_graphed[key]), key
+    assert graphed.info["losses"] == plain.info["losses"]
+    assert graphed.info["graph"] == {"replays": 0, "eager_calls": 4, "failure": "not on CUDA"}
+    assert "graph" not in plain.info
+    with pytest.raises(ValueError, match="cuda_graph must be True or False"):
+        nb.finetune_bn(chip.model, labeled, steps=1, cuda_graph="yes")
+
+
+def test_cuda_graph_flag_keeps_the_checks(analog, labeled):
+    """A non-finite loss still raises (from the check between backward and step) and restores the BN state."""
+    chip = nb.Chip(analog, seed=0).drift_to(3600)
+    before = nb.snapshot_bn(chip.model)
+
+    def loss_fn(out, y):
+        return nn.functional.cross_entropy(out, y) * float("nan")
+
+    with pytest.raises(nb.FineTuneError, match="non-finite loss at fine-tuning step 0"):
+        nb.finetune_bn(chip.model, labeled, loss_fn=loss_fn, steps=3, lr=1e-2, num_samples=32, cuda_graph=True)
+    assert nb.snapshot_bn(chip.model).equals(before)

@@ -279,6 +279,26 @@ def test_bnft_with_fresh_views_and_label_smoothing_is_recorded(tiny_setup):
         load_config(CIFAR10.default_config, {"bnft.fresh_views": 1})
 
 
+def test_bnft_cuda_graph_is_a_launch_option_a_finished_run_and_its_journal_ignore(tiny_setup):
+    """bnft.cuda_graph (off CUDA: the eager steps) gives the same rows; the journal's settings do not carry it, so
+    a journal written without it resumes with it, and a finished comparison counts as finished; run.json records it."""
+    tmp_path, _ = tiny_setup
+    overrides = {**config_overrides(tiny_setup), "sweep.methods": ["bnft"], "calib_size.models": [],
+                 "retention.models": []}
+    plain = load_config(CIFAR10.default_config, overrides)
+    graphed = load_config(CIFAR10.default_config, {**overrides, "bnft.cuda_graph": True})
+    run_comparison(CIFAR10, plain, tmp_path / "eager", parts=("main",), progress=False)
+    assert finished(tmp_path / "eager", graphed) and not finished(tmp_path / "eager", {**graphed, "seed": 1})
+    run_comparison(CIFAR10, graphed, tmp_path / "graph", parts=("main",), progress=False)
+    rows = [json.loads((tmp_path / d / "main" / "rows.json").read_text()) for d in ("eager", "graph")]
+    assert [r["value"] for r in rows[0]] == [r["value"] for r in rows[1]]
+    configs = [(tmp_path / d / "main" / "sweep_config.json").read_text() for d in ("eager", "graph")]
+    assert configs[0] == configs[1] and "cuda_graph" not in configs[0]
+    assert json.loads((tmp_path / "graph" / "run.json").read_text())["config"]["bnft"]["cuda_graph"] is True
+    with pytest.raises(ConfigError, match="true or false"):
+        load_config(CIFAR10.default_config, {"bnft.cuda_graph": "yes"})
+
+
 def _sweep_script(name):
     """The module of ``examples/reproduce/<name>.py`` (a script, not a package module)."""
     import importlib.util

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import BatchNormConfigError, CalibrationDataError, FineTuneError
+from ..utils.cuda_graph import GraphedStep, eager_update
 from ..utils.batches import (
     InputFn,
     TargetFn,
@@ -259,6 +260,7 @@ def finetune_bn(
     calib_forward_fn: Optional[ForwardFn] = None,
     move_to_device: bool = True,
     progress: bool = False,
+    cuda_graph: bool = False,
     **calib_kwargs: Any,
 ) -> BNSnapshot:
     """Adapt only the BatchNorm layers of ``model`` to its own (noisy, drifted) forward pass.
@@ -298,6 +300,11 @@ def finetune_bn(
             models whose training call differs from their inference call (a detector's losses vs its boxes).
         move_to_device: move inputs and targets to the model's device first.
         progress: show progress bars.
+        cuda_graph: on CUDA, replay each step's forward and backward from a CUDA graph
+            (:class:`~aihwkit_nabn.utils.cuda_graph.GraphedStep`, mode ``on``; the optimizer step and the checks stay
+            eager): the same updates with far fewer kernel launches from Python. Only batches whose input and target
+            are single tensors of the first graphed batch's shape are replayed (others run eagerly); the model and
+            ``loss_fn`` must be capturable (no host synchronisation), else the steps stay eager after a warning.
         **calib_kwargs: passed to :func:`calibrate_bn`: ``num_samples``, ``num_batches``, ``mode``,
             ``blend_weight``, ``input_key``, ``batch_size``.
 
@@ -322,6 +329,8 @@ def finetune_bn(
     unknown = sorted(set(calib_kwargs) - set(_CALIB_OPTIONS))
     if unknown:
         raise TypeError(f"finetune_bn got unexpected options {unknown}; calibration options are {list(_CALIB_OPTIONS)}")
+    if not isinstance(cuda_graph, bool):
+        raise ValueError(f"cuda_graph must be True or False, got {cuda_graph!r}")
     if train == "affine" and (calib_kwargs or calib_data is not None):
         raise ValueError("calibration options (calib_data, num_samples, ...) need train='stats' or 'both'")
     if train != "stats":
@@ -352,7 +361,7 @@ def finetune_bn(
             _train_affine(model, data, groups, record, loss_fn=loss_fn or nn.CrossEntropyLoss(), steps=steps,
                           lr=lr, optimizer=optimizer, labeled_samples=labeled_samples, input_fn=input_fn,
                           target_fn=target_fn, forward_fn=forward_fn, move_to_device=move_to_device,
-                          progress=progress)
+                          progress=progress, cuda_graph=cuda_graph)
         except BaseException:
             snapshot.restore(model)
             raise
@@ -364,6 +373,8 @@ def finetune_bn(
         "layers": snapshot.layer_names,
         "calibration": calibration,
     }
+    if "graph" in record:
+        snapshot.info["graph"] = record.pop("graph")
     return snapshot
 
 
@@ -383,6 +394,7 @@ def _train_affine(
     forward_fn: Optional[ForwardFn],
     move_to_device: bool,
     progress: bool,
+    cuda_graph: bool = False,
 ) -> None:
     """Train the parameters in ``groups`` with the model in eval mode; fill ``record`` with what happened."""
     params = [p for g in groups for p in g["params"]]
@@ -390,35 +402,47 @@ def _train_affine(
     saved_grads = [p.grad for p in params]
     device = model_device(model)
     stream = _labeled_batches(data, input_fn, target_fn, labeled_samples)
+    at = {"step": 0, "value": math.nan}
+
+    def forward_loss(inputs: Any, targets: Any) -> Tuple[torch.Tensor, None]:
+        outputs = model(inputs) if forward_fn is None else forward_fn(model, inputs)
+        return _check_loss(loss_fn(outputs, targets), at["step"]), None
+
+    def check(loss: torch.Tensor) -> None:
+        # between backward and the optimizer step, eager or replayed: a bad step raises before it updates anything
+        if at["step"] == 0:
+            _check_all_reached(model, groups)
+        grads = [p.grad for p in params if p.grad is not None]
+        # One host sync per step: the loss value and whether loss and gradients are finite.
+        finite = torch.stack([torch.isfinite(loss.detach()).float()] + [torch.isfinite(g).all().float() for g in grads])
+        value, ok = torch.stack([loss.detach().float(), finite.min()]).tolist()
+        if not ok:
+            what = "loss" if not math.isfinite(value) else "gradient of the BN parameters"
+            raise FineTuneError(
+                f"non-finite {what} at fine-tuning step {at['step']} (loss {value}); the BatchNorm state "
+                "before fine-tuning was restored (check the data, loss_fn, lr and the drift time)"
+            )
+        at["value"] = value
+
+    graphed: Optional[GraphedStep] = None
     try:
         for param in params:
             param.grad = None
         bar = tqdm(range(steps), desc="finetune_bn", unit="step", disable=not progress, leave=False)
         with FrozenModel(model, groups, eval_mode=True), torch.enable_grad(), bar:
             opt = _make_optimizer(groups, optimizer, lr)
+            if cuda_graph and device.type == "cuda":
+                graphed = GraphedStep(model, forward_loss, opt, mode="on", before_step=check)
             for step in bar:
                 inputs, targets, n, first_pass = next(stream)
                 if move_to_device:
                     inputs, targets = to_device(inputs, device), to_device(targets, device)
-                outputs = model(inputs) if forward_fn is None else forward_fn(model, inputs)
-                loss = _check_loss(loss_fn(outputs, targets), step)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if step == 0:
-                    _check_all_reached(model, groups)
-                grads = [p.grad for p in params if p.grad is not None]
-                # One host sync per step: the loss value and whether loss and gradients are finite.
-                finite = torch.stack(
-                    [torch.isfinite(loss.detach()).float()] + [torch.isfinite(g).all().float() for g in grads]
-                )
-                value, ok = torch.stack([loss.detach().float(), finite.min()]).tolist()
-                if not ok:
-                    what = "loss" if not math.isfinite(value) else "gradient of the BN parameters"
-                    raise FineTuneError(
-                        f"non-finite {what} at fine-tuning step {step} (loss {value}); the BatchNorm state "
-                        "before fine-tuning was restored (check the data, loss_fn, lr and the drift time)"
-                    )
-                opt.step()
+                at["step"] = step
+                if graphed is not None and isinstance(inputs, torch.Tensor) and isinstance(targets, torch.Tensor):
+                    graphed(inputs, targets)
+                else:
+                    eager_update(forward_loss, opt, inputs, targets, check)
+                value = at["value"]
                 record["losses"].append(value)
                 record["labeled_samples_seen"] += n
                 if first_pass:
@@ -431,6 +455,10 @@ def _train_affine(
             param.grad = grad
     record.update(steps=steps, trained_params=sum(p.numel() for p in params),
                   initial_loss=record["losses"][0], final_loss=record["losses"][-1])
+    if cuda_graph:
+        record["graph"] = {"replays": graphed.replays if graphed else 0,
+                           "eager_calls": graphed.eager_calls if graphed else steps,
+                           "failure": graphed.failure if graphed else "not on CUDA"}
 
 
 def _check_all_reached(model: nn.Module, groups: List[Dict[str, Any]]) -> None:

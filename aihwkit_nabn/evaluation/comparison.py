@@ -110,7 +110,7 @@ SCHEMA: Dict[str, Dict[str, Callable[[str, Any], Any]]] = {
                  "noise": lambda n, v: check_choice(n, v, list_noise_settings())},
     "sweep": {"times": _times, "chips": _int(1), "methods": _methods},
     "bnft": {"steps": _int(1), "lr": _positive_float, "batch_size": _int(1), "fresh_views": _bool,
-             "label_smoothing": lambda n, v: check_float(n, v, minimum=0.0)},
+             "label_smoothing": lambda n, v: check_float(n, v, minimum=0.0), "cuda_graph": _bool},
     "retention": {"models": _part_models, "calibrate_at": _times, "times": _times, "chips": _int(1)},
     "calib_size": {"models": _part_models, "sizes": _int_list, "time": _time, "chips": _int(1)},
     "noise": {"settings": lambda n, v: [check_choice(n, x, list_noise_settings()) for x in _str_list(n, v)],
@@ -327,7 +327,8 @@ class Comparison:
             calib=self.bn_calib, calib_samples=self.calib_samples, labeled=self.labeled,
             labeled_samples=self.labeled_samples, bnft_steps=int(bnft.get("steps", 200)),
             bnft_lr=float(bnft.get("lr", 1e-3)), bnft_loss=bnft_loss,
-            calibrate_kwargs=task.calibrate_kwargs(), finetune_kwargs=task.finetune_kwargs(),
+            calibrate_kwargs=task.calibrate_kwargs(),
+            finetune_kwargs={**task.finetune_kwargs(), **({"cuda_graph": True} if bnft.get("cuda_graph") else {})},
         )
         self.n_test = getattr(self.metric, "samples", None)
         self.ir_batches = task.input_range_batches(
@@ -400,7 +401,22 @@ def finished(out_dir: PathLike, config: Mapping[str, Any]) -> bool:
     run = Path(out_dir) / "run.json"
     if not run.is_file():
         return False
-    return json.loads(run.read_text()).get("config") == json.loads(json.dumps(config, default=str))
+    return _computed(json.loads(run.read_text()).get("config") or {}) == _computed(
+        json.loads(json.dumps(config, default=str)))
+
+
+#: Config keys that choose how the work is launched, not what it computes (``bnft.cuda_graph``: compared bit for bit
+#: by benchmarks/bnft_cuda_graph.py): a comparison finished with another value of them counts as finished.
+_LAUNCH_KEYS = (("bnft", "cuda_graph"),)
+
+
+def _computed(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """``config`` without :data:`_LAUNCH_KEYS`."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in config.items()}
+    for section, key in _LAUNCH_KEYS:
+        if isinstance(out.get(section), dict):
+            out[section].pop(key, None)
+    return out
 
 
 def run_comparison(task: Task, config: Mapping[str, Any], out_dir: PathLike, *, base: Optional[Path] = None,

@@ -208,8 +208,11 @@ class BNFineTune(Method):
             snapshot.restore(chip.model)
 
     def describe(self):
+        # cuda_graph is how the steps are launched, not what they compute (benchmarks/bnft_cuda_graph.py compares
+        # the two bit for bit): left out, so a journal resumes with it on or off; the run's config records it
+        kwargs = {k: describe_value(v) for k, v in self.finetune_kwargs.items() if k != "cuda_graph"}
         return {**super().describe(), "num_samples": self.num_samples, "labeled_samples": self.labeled_samples,
-                "steps": self.steps, "lr": self.lr, **{k: describe_value(v) for k, v in self.finetune_kwargs.items()}}
+                "steps": self.steps, "lr": self.lr, **kwargs}
 
 
 #: The method names a sweep or comparison understands, in the comparison's order. ``hwa...`` methods read

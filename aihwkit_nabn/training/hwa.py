@@ -33,7 +33,7 @@ from ..analog.convert import to_analog
 from ..analog.hwa_preset import TorchHWAPreset
 from ..analog.presets import config_fields
 from ..utils.devices import device_name, resolve_device
-from .cuda_graph import GraphedStep
+from .cuda_graph import AnalogGraphedStep
 from .distributed import world, wrap
 from .loop import ResumeSpec, fit
 from .schedule import PlateauSchedule, warmup_cosine
@@ -138,7 +138,7 @@ def fit_hwa(
             (e.g. a detector, which returns its losses in training mode).
         schedule, patience, stop_patience, min_epochs: the learning-rate schedule (above).
         max_seconds, stop_after_epochs, log_path, resume_path, progress: see :func:`.loop.fit`.
-        cuda_graph: on CUDA, replay each update from a CUDA graph (:class:`~.cuda_graph.GraphedStep`, the eager
+        cuda_graph: on CUDA, replay each update from a CUDA graph (:class:`~.cuda_graph.AnalogGraphedStep`, the eager
             update's numbers): ``"on"`` (or True) the forward and backward, ``"full"`` the optimizer step too;
             ``"off"`` / False: eager. Each epoch record then has ``graph_mode``, ``graph_replays`` and
             ``graph_captures`` (cumulative over the call) and ``graph_failure``. Not under torchrun.
@@ -209,7 +209,7 @@ def fit_hwa(
         if graph_mode is not None:  # off CUDA the graphed update is the eager one (graph_replays stays 0)
             if world()[1] > 1:
                 raise ValueError("cuda_graph is not supported under torchrun (DDP); leave it off")
-            graphed = GraphedStep(model, the_step, optimizer, mode=graph_mode)
+            graphed = AnalogGraphedStep(model, the_step, optimizer, mode=graph_mode)
 
         def range_mean() -> Dict[str, Any]:
             ranges = list(input_ranges(model).values())

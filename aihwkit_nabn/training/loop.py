@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import CheckpointError
 from ..utils.io import atomic_save
-from .cuda_graph import eager_update
+from ..utils.cuda_graph import eager_update
 from .distributed import is_main, shard
 
 __all__ = ["fit", "load_resume_state", "ResumeSpec"]
@@ -111,7 +111,7 @@ def fit(
     before the record is written (e.g. a validation-driven schedule); when it returns True the record gets
     ``"stopped": True`` and training ends there, finished (a resumed run that had stopped trains no more).
     ``update(x, y) -> (loss, logits)``, if given, replaces ``step``, ``zero_grad``, ``backward`` and
-    ``optimizer.step()`` (e.g. a :class:`~.cuda_graph.GraphedStep`, the same update replayed from a CUDA graph).
+    ``optimizer.step()`` (e.g. a :class:`~aihwkit_nabn.utils.cuda_graph.GraphedStep`, the same update replayed from a CUDA graph).
 
     Resume: if ``resume_path`` exists it is checked against ``hparams``/``seed`` (:func:`load_resume_state`)
     and the model (``load_model(state["model"], where)``), optimizer, scheduler, history, seconds and random

@@ -13,7 +13,8 @@
 #   device: COMMIT=<hash> bash examples/reproduce/gpu_fair_compare.sh
 #           carry .gpucarry/aihwkit_site.tar.xz, .gpucarry/cifar10_jpg.tar.gz, runs/fair (without its resume states)
 #   here:   bash examples/reproduce/device_tree.sh restore; cat fair_compare.tgz.part-* | tar xz
-# env: CALL_SECONDS (555), VIEWS, SIZES, STEPS, LRS, SMOOTHING, FRESH, CHOICE_CHIPS (5), CHIPS (the config's 10),
+# env: CALL_SECONDS (555), BNFT_GRAPH (check: bnft.cuda_graph where benchmarks/bnft_cuda_graph.py finds it bitwise
+#      equal at COMMIT, once per commit; on; off), VIEWS, SIZES, STEPS, LRS, SMOOTHING, FRESH, CHOICE_CHIPS (5), CHIPS (the config's 10),
 #      MODELS (resnet20 resnet32 resnet56), DEVICE (cuda), VAL_SAMPLES (5000), DATA (the archive), EXTRA_SET
 #      (more "--set KEY=VALUE" for every stage, e.g. for a dry run on a small archive), RUNS (runs/fair), LOCAL (set:
 #      aihwkit is installed already)
@@ -49,6 +50,21 @@ fi
 if [ -f $C/calib_sweep/calib_sweep.json ]; then
   calib=$(chosen $C/calib_sweep/calib_sweep.json); view=${calib%%:*}; size=${calib#*:}
   sets+=(--set "data.calib_view=\"$view\"" --set "data.calib_samples=$size")
+  # BN fine-tuning's steps replayed from a CUDA graph (bnft.cuda_graph) only where they were found bitwise equal to
+  # the eager steps at this commit (benchmarks/bnft_cuda_graph.py: fresh views, label smoothing, 2 chips at 1 y)
+  gc=$C/bnft_graph_check_$AIHWKIT_NABN_COMMIT
+  if [ "${BNFT_GRAPH:-check}" = check ] && [ ! -f $gc/bnft_cuda_graph.json ] && [ "$(left)" -gt 300 ]; then
+    timeout 240 python3 benchmarks/bnft_cuda_graph.py --config $CONFIG "${sets[@]}" --set bnft.steps=${BNFT_GRAPH_STEPS:-50} \
+      --set bnft.fresh_views=true --set bnft.label_smoothing=0.1 --model resnet32 --chips 2 --device $DEVICE \
+      --out $gc > $R/logs/bnft_graph_check.log 2>&1
+    echo "bnft graph check rc=$?" | tee -a $R/calls.txt
+  fi
+  bnft_graph=off; [ "${BNFT_GRAPH:-check}" = on ] && bnft_graph=on
+  [ "${BNFT_GRAPH:-check}" = check ] && [ -f $gc/bnft_cuda_graph.json ] && \
+    [ "$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['choice'])" $gc/bnft_cuda_graph.json)" = graph ] \
+    && bnft_graph=on
+  [ $bnft_graph = on ] && sets+=(--set "bnft.cuda_graph=true")
+  echo "bnft cuda graph: $bnft_graph" | tee -a $R/calls.txt
   # 2. the BN fine-tuning recipe on val, after calibrating as chosen
   if [ ! -f $C/bnft_sweep/bnft_sweep.json ]; then
     budget_call python3 examples/reproduce/bnft_sweep.py --out $C/bnft_sweep --config $CONFIG "${sets[@]}" \

@@ -40,7 +40,7 @@ EX+=" --set data.calib_samples=16 --set sweep.times=[\"1s\",\"1y\"] --set retent
 EX+=" --set calib_size.sizes=[8,16] --set bnft.batch_size=8$stand_in"
 for call in 1 2; do
   LOCAL=1 DEVICE=cpu RUNS=$D/runs OUT=$D/out$call DATA=$D/cifar MODELS=resnet32 VAL_SAMPLES=20 VIEWS=train,plain \
-    SIZES=8,16 STEPS=1,2 LRS=1e-3 SMOOTHING=0 FRESH=0,1 CHOICE_CHIPS=2 CHIPS=2 CALL_SECONDS=3000 EXTRA_SET="$EX" \
+    BNFT_GRAPH_STEPS=2 SIZES=8,16 STEPS=1,2 LRS=1e-3 SMOOTHING=0 FRESH=0,1 CHOICE_CHIPS=2 CHIPS=2 CALL_SECONDS=3000 EXTRA_SET="$EX" \
     COMMIT=dryrun bash examples/reproduce/gpu_fair_compare.sh > "$D/call$call.log" 2>&1
 done
 cat "$D/runs/calls.txt"
