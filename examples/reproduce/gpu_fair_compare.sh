@@ -53,8 +53,8 @@ if [ -f $C/calib_sweep/calib_sweep.json ]; then
   # BN fine-tuning's steps replayed from a CUDA graph (bnft.cuda_graph) only where they were found bitwise equal to
   # the eager steps at this commit (benchmarks/bnft_cuda_graph.py: fresh views, label smoothing, 2 chips at 1 y)
   gc=$C/bnft_graph_check_$AIHWKIT_NABN_COMMIT
-  if [ "${BNFT_GRAPH:-check}" = check ] && [ ! -f $gc/bnft_cuda_graph.json ] && [ "$(left)" -gt 300 ]; then
-    timeout 240 python3 benchmarks/bnft_cuda_graph.py --config $CONFIG "${sets[@]}" --set bnft.steps=${BNFT_GRAPH_STEPS:-50} \
+  if [ "${BNFT_GRAPH:-check}" = check ] && [ ! -f $gc/bnft_cuda_graph.json ] && [ "$(left)" -gt 360 ]; then
+    timeout 300 python3 benchmarks/bnft_cuda_graph.py --config $CONFIG "${sets[@]}" --set bnft.steps=${BNFT_GRAPH_STEPS:-50} \
       --set bnft.fresh_views=true --set bnft.label_smoothing=0.1 --model resnet32 --chips 2 --device $DEVICE \
       --out $gc > $R/logs/bnft_graph_check.log 2>&1
     echo "bnft graph check rc=$?" | tee -a $R/calls.txt
