@@ -37,8 +37,8 @@ from aihwkit_nabn.analog.convert import to_analog
 from aihwkit_nabn.analog.hwa_preset import TorchHWAPreset
 from aihwkit_nabn.training.checkpoints import load_model_spec
 from aihwkit_nabn.training.cuda_graph import AnalogGraphedStep
-from aihwkit_nabn.utils.cuda_graph import GRAPH_MODES, eager_update
 from aihwkit_nabn.training.hwa import _param_groups
+from aihwkit_nabn.utils.cuda_graph import GRAPH_MODES, eager_update
 from aihwkit_nabn.utils.provenance import code_commit
 
 
