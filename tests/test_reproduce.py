@@ -415,3 +415,36 @@ def test_fair_config_is_valid_and_holds_its_decisions(tiny_setup):
     assert config["data"]["test_samples"] == 0 and config["data"]["val_samples"] == 5000  # full test, val held out
     assert config["sweep"]["chips"] == 10 and max(config["calib_size"]["sizes"]) == 4096
     assert "fair.toml" in Path(__file__).resolve().parents[1].joinpath("pyproject.toml").read_text()  # shipped
+
+
+def test_fair_targets_read_the_grid_at_its_last_time(tmp_path, monkeypatch):
+    """examples/reproduce/fair_targets.py: paired targets at the latest time only, met by the mean and by the
+    whole interval, and the unprogrammed HWA gap from the checkpoints' test accuracy."""
+    import csv
+
+    script = _sweep_script("fair_targets")
+    offsets = {"digital": 0.0, "hwa": -2.0, "hwa+nabn": -0.8, "nabn": -2.5, "bnft": -2.2}  # at 1 y
+    rows = []
+    for chip, noise in enumerate([0.1, -0.1, 0.2]):
+        for method, off in offsets.items():
+            for t, scale in ((1.0, 0.0), (31536000.0, 1.0)):  # at 1 s every method equals digital
+                rows.append({"model": "resnet32", "time_s": t, "metric": "top1", "method": method, "chip_seed": chip,
+                             "value": 90.0 + scale * (off + (noise if method != "digital" else 0.0))})
+    (tmp_path / "grid" / "main").mkdir(parents=True)
+    with open(tmp_path / "grid" / "main" / "rows.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    accuracy = {"resnet32.pt": 91.0, "resnet32_hwa.pt": 90.2}
+    monkeypatch.setattr(script, "_accuracy", lambda path: accuracy[path.name])
+    script.main([str(tmp_path / "grid"), "--digital", "d", "--hwa", "h", "--out", str(tmp_path / "out")])
+    record = json.loads((tmp_path / "out" / "targets.json").read_text())
+    by = {t["target"]: t for t in record["targets"]}
+    assert record["time_s"] == 31536000.0
+    assert by["hwa - digital >= -3"]["met"] and by["hwa - digital >= -3"]["met_with_confidence"]
+    assert by["hwa+nabn - digital >= -1"]["met"] and not by["hwa+nabn - digital >= -1"]["met_with_confidence"]
+    assert not by["nabn - digital >= -2"]["met"]
+    assert abs(by["bnft - nabn >= +0"]["mean"] - 0.3) < 1e-9 and by["bnft - nabn >= +0"]["met"]
+    assert record["unprogrammed"] == [{"model": "resnet32", "digital_test": 91.0, "hwa_unprogrammed_test": 90.2,
+                                      "difference": pytest.approx(-0.8), "met": False}]
+    assert "| hwa - digital >= -3 | -1.93 | [-2.31, -1.55] | 3 | yes | yes |" in (tmp_path / "out" / "targets.md").read_text()

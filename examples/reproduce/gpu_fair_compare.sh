@@ -8,7 +8,8 @@
 #      FRESH; zero steps, calibration alone, is its reference) -> runs/fair/choices/bnft_sweep/;
 #   3. the grid on the test split, once, with the chosen settings (--set, recorded in every run.json):
 #      `reproduce cifar10 --config aihwkit_nabn/tasks/cifar10/fair.toml`, one process per model for the main part
-#      and one for retention + calib_size, side by side -> runs/fair/grid/parts/*, merged into runs/fair/grid/reproduce.
+#      and one for retention + calib_size, side by side -> runs/fair/grid/parts/*, merged into runs/fair/grid/reproduce;
+#      the targets from it by fair_targets.py (targets.json / .md).
 #   here:   TRIM_RESULTS=1 bash examples/reproduce/device_tree.sh trim
 #   device: COMMIT=<hash> bash examples/reproduce/gpu_fair_compare.sh
 #           carry .gpucarry/aihwkit_site.tar.xz, .gpucarry/cifar10_jpg.tar.gz, runs/fair (without its resume states)
@@ -101,6 +102,9 @@ PY
   if [ $rc = 0 ]; then
     python3 examples/reproduce/merge_comparison.py $G/reproduce $(for m in $MODELS; do echo $G/parts/main_$m; done) \
       $G/parts/side >> $R/logs/grid_merge.log 2>&1 && echo "grid done" | tee -a $R/calls.txt
+    # the targets (paired at 1 y on ResNet-32; unprogrammed HWA against digital) -> $G/reproduce/targets.*
+    python3 examples/reproduce/fair_targets.py $G/reproduce --digital $R/ckpt --hwa $R/hwa >> $R/logs/grid_merge.log 2>&1
+    echo "targets rc=$?" | tee -a $R/calls.txt
   fi
 fi
 bring_back fair_compare $R/calls.txt $R/logs $C $G
