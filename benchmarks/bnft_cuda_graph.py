@@ -34,7 +34,6 @@ sys.path.insert(0, str(ROOT))
 # pylint: disable=wrong-import-position
 from aihwkit_nabn.analog.chips import Chip  # noqa: E402
 from aihwkit_nabn.analog.times import parse_time  # noqa: E402
-from aihwkit_nabn.bn.finetune import finetune_bn  # noqa: E402
 from aihwkit_nabn.evaluation.comparison import Comparison, load_config, parse_overrides  # noqa: E402
 from aihwkit_nabn.evaluation.methods import build_method  # noqa: E402
 from aihwkit_nabn.tasks import get_task  # noqa: E402
@@ -49,14 +48,11 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
 
 def _finetune(method, chip, cuda_graph: bool, seed: int, t: float, device: torch.device):
     """One fine-tuning run of ``method``'s recipe on ``chip`` under the sweep's stream; (tensors, info, seconds)."""
-    kwargs = {**method.finetune_kwargs, "cuda_graph": cuda_graph}
     with seeded(seed, "evaluate", t, method.name, device=device):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        snapshot = finetune_bn(chip.model, method.labeled_data, train="both", calib_data=method.calib_data,
-                               num_samples=method.num_samples, labeled_samples=method.labeled_samples,
-                               steps=method.steps, lr=method.lr, **kwargs)
+        snapshot = method.finetune(chip.model, cuda_graph=cuda_graph)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start

@@ -373,8 +373,6 @@ def finetune_bn(
         "layers": snapshot.layer_names,
         "calibration": calibration,
     }
-    if "graph" in record:
-        snapshot.info["graph"] = record.pop("graph")
     return snapshot
 
 

@@ -20,6 +20,7 @@ from ..analog.compensation import without_drift_compensation
 from ..analog.times import check_drift_time
 from ..bn.calibrate import calibrate_bn
 from ..bn.finetune import finetune_bn
+from ..bn.snapshot import BNSnapshot
 from ..errors import ConfigError
 
 
@@ -194,12 +195,18 @@ class BNFineTune(Method):
         self.lr = lr
         self.finetune_kwargs = finetune_kwargs
 
+    def finetune(self, model: nn.Module, **overrides: Any) -> BNSnapshot:
+        """Run this method's :func:`finetune_bn` on ``model`` (``overrides``: other ``finetune_bn`` options, e.g.
+        ``cuda_graph``); return its undo handle, whose ``info`` has the losses."""
+        return finetune_bn(
+            model, self.labeled_data, train="both", calib_data=self.calib_data, num_samples=self.num_samples,
+            labeled_samples=self.labeled_samples, steps=self.steps, lr=self.lr,
+            **{**self.finetune_kwargs, **overrides},
+        )
+
     @contextmanager
     def deploy(self, chip, t, digital):
-        snapshot = finetune_bn(
-            chip.model, self.labeled_data, train="both", calib_data=self.calib_data, num_samples=self.num_samples,
-            labeled_samples=self.labeled_samples, steps=self.steps, lr=self.lr, **self.finetune_kwargs,
-        )
+        snapshot = self.finetune(chip.model)
         try:
             info = snapshot.info
             yield Deployed(chip.model, unlabeled_samples=info["unlabeled_samples"],

@@ -12,6 +12,9 @@ install_site() {  # aihwkit into /tmp/site: the slim tarball if carried (slim_si
   touch /tmp/site/.nabn_installed
 }
 
+json_field() {  # json_field FILE KEY: the top-level value KEY of the JSON file FILE (fails if either is missing)
+  python3 -c "import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"
+}
 bring_back() {  # bring_back NAME PATH...: one gzipped tar of PATHs in $OUT, in 15 MB pieces NAME.tgz.part-*
   # NO_BRING_BACK set: nothing (a caller running two drivers side by side packs once, after both)
   [ -n "${NO_BRING_BACK:-}" ] && return 0

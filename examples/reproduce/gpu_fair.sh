@@ -44,7 +44,7 @@ if [ "${CUDA_GRAPH:-}" = check ]; then
   [ -f $R/ckpt/resnet32.pt ] && timeout 240 python3 benchmarks/hwa_cuda_graph.py --arch $R/ckpt/resnet32.pt \
     --device $DEVICE --out $gc ${GRAPH_CHECK_ARGS:-} > $gc/log.txt 2>&1
   # the faster of the graph modes found bitwise equal to the eager update ("off": none)
-  CUDA_GRAPH=$(python3 -c "import json; print(json.load(open('$gc/hwa_cuda_graph.json'))['choice'])" 2>/dev/null || echo off)
+  CUDA_GRAPH=$(json_field $gc/hwa_cuda_graph.json choice 2>/dev/null || echo off)
   echo "graph check: --cuda-graph $CUDA_GRAPH" | tee -a $R/calls.txt
 fi
 [ "${CUDA_GRAPH:-off}" = off ] && CUDA_GRAPH=
@@ -89,7 +89,7 @@ json.dump({"rule": f"ResNet-32 HWA: the first {epochs} epochs of the real run at
           open(out, "w"), indent=1)
 print("HWA lr chosen on val:", best, runs)
 PY
-    lr=$(python3 -c "import json; print(json.load(open('$probe.tmp'))['chosen_lr'])")
+    lr=$(json_field $probe.tmp chosen_lr)
     cp $R/hwa/probe/lr$lr/resnet32_hwa.pt.log.jsonl $R/hwa/resnet32_hwa.pt.log.jsonl
     cp $R/hwa/probe/lr$lr/resnet32_hwa.pt.resume.pt $R/hwa/resnet32_hwa.pt.resume.pt
     mv $probe.tmp $probe  # only now may step 3 start (ResNet-32 resumes from the chosen probe)
@@ -100,7 +100,7 @@ for m in $MODELS; do
   ( wait_for $R/ckpt/$m.pt || exit 0
     wait_for $probe || exit 0
     [ -f $R/hwa/${m}_hwa.pt ] && exit 0
-    lr=$(python3 -c "import json; print(json.load(open('$probe'))['chosen_lr'])")
+    lr=$(json_field $probe chosen_lr)
     # shellcheck disable=SC2046
     python3 -m aihwkit_nabn hwa $(hwa_args $m $lr) --out $R/hwa/${m}_hwa.pt --max-seconds $(( $(left) - 75 )) \
       >> $R/hwa/$m.stdout 2>&1

@@ -39,7 +39,6 @@ sets+=(--set "data.val_samples=$VAL")  # the grid holds the same images out: cal
 read -ra extra <<< "${EXTRA_SET:-}"
 sets+=("${extra[@]}")
 budget_call() { timeout $(( $(left) - 45 )) "$@"; }  # a stage cut by the call's time resumes in the next call
-chosen() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen'])" "$1"; }
 
 # 1. calibration view and size on val
 if [ ! -f $C/calib_sweep/calib_sweep.json ]; then
@@ -49,21 +48,20 @@ if [ ! -f $C/calib_sweep/calib_sweep.json ]; then
   echo "calib_sweep rc=$?" | tee -a $R/calls.txt
 fi
 if [ -f $C/calib_sweep/calib_sweep.json ]; then
-  calib=$(chosen $C/calib_sweep/calib_sweep.json); view=${calib%%:*}; size=${calib#*:}
+  calib=$(json_field $C/calib_sweep/calib_sweep.json chosen); view=${calib%%:*}; size=${calib#*:}
   sets+=(--set "data.calib_view=\"$view\"" --set "data.calib_samples=$size")
   # BN fine-tuning's steps replayed from a CUDA graph (bnft.cuda_graph) only where they were found bitwise equal to
   # the eager steps at this commit (benchmarks/bnft_cuda_graph.py: fresh views, label smoothing, 2 chips at 1 y)
-  gc=$C/bnft_graph_check_$AIHWKIT_NABN_COMMIT
-  if [ "${BNFT_GRAPH:-check}" = check ] && [ ! -f $gc/bnft_cuda_graph.json ] && [ "$(left)" -gt 360 ]; then
+  gc=$C/bnft_graph_check_$AIHWKIT_NABN_COMMIT; bnft_graph=${BNFT_GRAPH:-check}
+  if [ $bnft_graph = check ] && [ ! -f $gc/bnft_cuda_graph.json ] && [ "$(left)" -gt 360 ]; then
     timeout 300 python3 benchmarks/bnft_cuda_graph.py --config $CONFIG "${sets[@]}" --set bnft.steps=${BNFT_GRAPH_STEPS:-50} \
       --set bnft.fresh_views=true --set bnft.label_smoothing=0.1 --model resnet32 --chips 2 --device $DEVICE \
       --out $gc > $R/logs/bnft_graph_check.log 2>&1
     echo "bnft graph check rc=$?" | tee -a $R/calls.txt
   fi
-  bnft_graph=off; [ "${BNFT_GRAPH:-check}" = on ] && bnft_graph=on
-  [ "${BNFT_GRAPH:-check}" = check ] && [ -f $gc/bnft_cuda_graph.json ] && \
-    [ "$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['choice'])" $gc/bnft_cuda_graph.json)" = graph ] \
-    && bnft_graph=on
+  if [ $bnft_graph = check ]; then  # on only where the check at this commit found the replay bitwise equal
+    [ "$(json_field $gc/bnft_cuda_graph.json choice 2>/dev/null)" = graph ] && bnft_graph=on || bnft_graph=off
+  fi
   [ $bnft_graph = on ] && sets+=(--set "bnft.cuda_graph=true")
   echo "bnft cuda graph: $bnft_graph" | tee -a $R/calls.txt
   # 2. the BN fine-tuning recipe on val, after calibrating as chosen
@@ -100,11 +98,13 @@ PY
   rc=0; for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
   echo "grid rc=$rc" | tee -a $R/calls.txt
   if [ $rc = 0 ]; then
-    python3 examples/reproduce/merge_comparison.py $G/reproduce $(for m in $MODELS; do echo $G/parts/main_$m; done) \
-      $G/parts/side >> $R/logs/grid_merge.log 2>&1 && echo "grid done" | tee -a $R/calls.txt
-    # the issue's targets (paired at 1 y on ResNet-32; unprogrammed HWA against digital) -> $G/reproduce/targets.*
-    python3 examples/reproduce/fair_targets.py $G/reproduce --digital $R/ckpt --hwa $R/hwa >> $R/logs/grid_merge.log 2>&1
-    echo "targets rc=$?" | tee -a $R/calls.txt
+    if python3 examples/reproduce/merge_comparison.py $G/reproduce $(for m in $MODELS; do echo $G/parts/main_$m; done) \
+         $G/parts/side >> $R/logs/grid_merge.log 2>&1; then
+      echo "grid done" | tee -a $R/calls.txt
+      # the issue's targets (paired at 1 y on ResNet-32; unprogrammed HWA against digital) -> $G/reproduce/targets.*
+      python3 examples/reproduce/fair_targets.py $G/reproduce --digital $R/ckpt --hwa $R/hwa >> $R/logs/grid_merge.log 2>&1
+      echo "targets rc=$?" | tee -a $R/calls.txt
+    fi
   fi
 fi
 bring_back fair_compare $R/calls.txt $R/logs $C $G
