@@ -341,6 +341,20 @@ def test_bnft_sweep_chooses_on_val_only(tiny_setup):
     assert nabn(tmp_path / "joint") == nabn(out / "reference") and len(nabn(out / "reference")) == 2
 
 
+def test_bnft_sweep_drops_a_recipe_only_after_it_lost_at_consecutive_step_counts():
+    reason = _sweep_script("bnft_sweep").prune_reason
+    lost, won = ("1e-3", 0, True), ("1e-4", 0, True)
+    history = {(lost, 20): 0.0, (lost, 50): -0.4, (won, 20): 0.2, (won, 50): -0.1}
+    assert reason(history, lost, 100, 2) == "bnft - nabn <= 0 on val at steps 20, 50"
+    assert reason(history, won, 100, 2) is None  # it won at 20
+    assert reason(history, lost, 100, 0) is None and reason(history, lost, 100, 3) is None  # off; too few counts
+    assert reason(history, lost, 50, 2) is None  # one earlier count only
+    history[lost, 100] = None  # dropped at 100: a loss for the next count
+    assert reason(history, lost, 300, 2) == "bnft - nabn <= 0 on val at steps 50, 100"
+    history[won, 100] = 0.3
+    assert reason(history, won, 300, 2) is None
+
+
 def test_calibration_views_differ_only_as_described(tiny_setup):
     tmp_path, config = tiny_setup
     task = type(CIFAR10)(config["data"]["source"])

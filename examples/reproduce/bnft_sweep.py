@@ -11,6 +11,11 @@ other training images) with the method ``bnft``, journaled per setting (an inter
 zero-step reference ``nabn``, which no fine-tuning setting changes, runs once on the same chips (``reference/``).
 Writes ``bnft_sweep.json`` / ``.md``: per setting the val mean ± std over chips and the paired per-chip difference
 ``bnft - nabn`` with its 95 % t interval, and the chosen setting (highest val mean). The test split is never read.
+
+Step counts run in ascending order and a recipe (lr, smoothing, views) is dropped from the larger counts once it has
+fallen to or below calibration alone on val at ``--prune-after`` consecutive counts (default 2; 0 runs the whole
+grid): successive halving on val, so that 300-step runs are not spent on a learning rate that only ever lost.
+The dropped settings are listed in the record with the reason.
 """
 
 import argparse
@@ -36,6 +41,16 @@ def _setting_name(steps, lr, smoothing, fresh):
     return f"steps{steps}_lr{lr:g}_ls{smoothing:g}_{'fresh' if fresh else 'fixed'}"
 
 
+def prune_reason(history, recipe, steps, prune_after):
+    """Why ``recipe`` is not run at ``steps``, or None: it lost to nabn on val (``bnft - nabn <= 0``, or was dropped)
+    at each of the ``prune_after`` step counts before ``steps``. ``history`` maps (recipe, steps) to that difference
+    (None: dropped) for the counts already passed, in ascending order of steps."""
+    earlier = sorted(s for r, s in history if r == recipe and s < steps)[-prune_after:] if prune_after > 0 else []
+    if not earlier or len(earlier) < prune_after or any(history[recipe, s] is not None and history[recipe, s] > 0 for s in earlier):
+        return None
+    return f"bnft - nabn <= 0 on val at steps {', '.join(map(str, earlier))}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_args(parser)
@@ -43,10 +58,12 @@ def main(argv=None):
     parser.add_argument("--lrs", default="1e-4,1e-3")
     parser.add_argument("--smoothing", default="0,0.1")
     parser.add_argument("--fresh", default="0,1", help="0: one fixed view per image, 1: fresh views every pass")
+    parser.add_argument("--prune-after", type=int, default=2,
+                        help="drop a recipe from larger step counts after it lost to nabn at this many (0: never)")
     args = parser.parse_args(argv)
 
     task = get_task("cifar10")
-    grid = list(itertools.product([int(s) for s in args.steps.split(",")], _floats(args.lrs),
+    grid = list(itertools.product(sorted(int(s) for s in args.steps.split(",")), _floats(args.lrs),
                                   _floats(args.smoothing), [bool(int(f)) for f in args.fresh.split(",")]))
     common = {**val_overrides(args), "sweep.times": [args.time], "calib_size.models": []}
 
@@ -55,9 +72,15 @@ def main(argv=None):
         return run_setting(task, args, name, {**common, **overrides}, "main", "bnft_sweep")
 
     reference = run("reference", {"sweep.methods": ["nabn"]})
-    results = []
+    results, skipped, history = [], [], {}
     for steps, lr, smoothing, fresh in grid:
-        name = _setting_name(steps, lr, smoothing, fresh)
+        name, recipe = _setting_name(steps, lr, smoothing, fresh), (lr, smoothing, fresh)
+        reason = prune_reason(history, recipe, steps, args.prune_after)
+        if reason:
+            history[recipe, steps] = None
+            skipped.append({"setting": name, "reason": reason})
+            print(f"{name}: skipped ({reason})")
+            continue
         rows = reference + run(name, {"sweep.methods": ["bnft"], "bnft.steps": steps, "bnft.lr": lr,
                                       "bnft.label_smoothing": smoothing, "bnft.fresh_views": fresh})
         stats = {s["method"]: s for s in summarize(rows)}
@@ -67,11 +90,12 @@ def main(argv=None):
                         "bnft_std": stats["bnft"]["std"], "n_chips": stats["bnft"]["n_chips"],
                         "bnft_minus_nabn": diff["mean"], "ci_low": diff["ci_low"], "ci_high": diff["ci_high"],
                         "resolved": diff["resolved"]})
+        history[recipe, steps] = diff["mean"]
         print(f"{name}: bnft {stats['bnft']['mean']:.2f} vs nabn {stats['nabn']['mean']:.2f} (val)")
     best = max(results, key=lambda r: r["bnft_mean"])
     record = {"model": args.model, "time": args.time, "val_samples": args.val_samples, "commit": code_commit(),
               "split": "val (held out of the training split; the test split is not read)",
-              "settings": results, "chosen": best["setting"],
+              "settings": results, "skipped": skipped, "prune_after": args.prune_after, "chosen": best["setting"],
               "chosen_beats_nabn": bool(best["resolved"] and best["bnft_minus_nabn"] > 0)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bnft_sweep.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -79,6 +103,7 @@ def main(argv=None):
     for r in results:
         ci = "" if r["ci_low"] is None else f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
         lines.append(f"| {r['setting']} | {r['bnft_mean']:.2f} ± {r['bnft_std']:.2f} | {r['bnft_minus_nabn']:+.2f}{ci} |")
+    lines += [f"| {r['setting']} | skipped: {r['reason']} | |" for r in skipped]
     lines += ["", f"{args.model}, {args.time}, {best['n_chips']} chips, val split of {args.val_samples} training images. "
               f"Chosen: {best['setting']} (highest val mean); "
               + ("it beats calibration alone (interval above zero)." if record["chosen_beats_nabn"]
