@@ -45,8 +45,10 @@ def prune_reason(history, recipe, steps, prune_after):
     """Why ``recipe`` is not run at ``steps``, or None: it lost to nabn on val (``bnft - nabn <= 0``, or was dropped)
     at each of the ``prune_after`` step counts before ``steps``. ``history`` maps (recipe, steps) to that difference
     (None: dropped) for the counts already passed, in ascending order of steps."""
-    earlier = sorted(s for r, s in history if r == recipe and s < steps)[-prune_after:] if prune_after > 0 else []
-    if not earlier or len(earlier) < prune_after or any(history[recipe, s] is not None and history[recipe, s] > 0 for s in earlier):
+    if prune_after <= 0:
+        return None
+    earlier = sorted(s for r, s in history if r == recipe and s < steps)[-prune_after:]
+    if len(earlier) < prune_after or any(history[recipe, s] is not None and history[recipe, s] > 0 for s in earlier):
         return None
     return f"bnft - nabn <= 0 on val at steps {', '.join(map(str, earlier))}"
 
