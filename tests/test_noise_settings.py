@@ -107,7 +107,8 @@ def test_reproduce_noise_runs_a_tiny_table_end_to_end(tmp_path, monkeypatch, cap
     save_hwa_checkpoint(tmp_path / "h.pt", nb.to_analog(digital, TorchHWAPreset()), "resnet20")
     out = tmp_path / "noise"
     sets = {"data.source": f'"{tmp_path / "cifar"}"', "data.test_samples": "20", "data.calib_samples": "8",
-            "data.labeled_samples": "8", "data.batch_size": "10", "hardware.input_range_samples": "8",
+            "data.labeled_samples": "8", "data.batch_size": "10", "data.val_samples": "10",
+            "hardware.input_range_samples": "8",
             "models": f'{{r = {{digital = "{tmp_path / "r.pt"}", hwa = "{tmp_path / "h.pt"}"}}}}',
             "sweep.times": '["1s", "1y"]', "sweep.chips": "2", "bnft.steps": "1", "bnft.batch_size": "4",
             "noise.settings": '["pcm", "reram_wan2022", "gauss_mul_0.1"]', "device": '"cpu"'}
