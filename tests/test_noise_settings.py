@@ -125,6 +125,19 @@ def test_reproduce_noise_runs_a_tiny_table_end_to_end(tmp_path, monkeypatch, cap
     assert run["commit"] and "reram_wan2022" in run["descriptions"]
     sweep = json.loads((out / "settings" / "gauss_mul_0.1" / "main" / "sweep_config.json").read_text())
     assert "gauss_mul_0.1" in json.dumps(sweep)
+    # a rerun reads the finished settings back without re-entering them (several processes, one table) ...
+    from aihwkit_nabn.evaluation import noise_table
+
+    entered = []
+    monkeypatch.setattr(noise_table, "run_comparison", lambda task, sub, folder, **kw: entered.append(folder.name))
+    before = (out / "table.json").read_text()
+    assert cli.main(argv) == 0 and entered == [] and (out / "table.json").read_text() == before
+    # ... but a setting finished under another config is run again
+    done = out / "settings" / "pcm" / "run.json"
+    record = json.loads(done.read_text())
+    record["config"]["sweep"]["chips"] = 3
+    done.write_text(json.dumps(record))
+    assert cli.main(argv) == 0 and entered == ["pcm"]
     # a setting that cannot run at a configured time is refused before anything runs
     assert cli.main(["reproduce", "cifar10", "--out", str(tmp_path / "x"), "--set", 'hardware.noise="reram_wan2022"']) == 2
     assert "defined at 1s, 1d, 2d only" in capsys.readouterr().err

@@ -3,7 +3,8 @@
 ``run_noise_table`` runs the main part of the comparison once per named noise setting
 (:mod:`aihwkit_nabn.analog.noise_settings`), each journaled in ``<out>/settings/<name>/`` (a rerun resumes),
 at the times the setting supports (all of the config's times, or the setting's own, e.g. ReRamWan2022's
-1 s / 1 d / 2 d). It then writes ``rows.csv`` (every setting's rows with a ``setting`` column),
+1 s / 1 d / 2 d); a setting already finished there with the same config is read back, so several processes can
+each run some of the settings into one folder and a last run with all of them writes the table. It then writes ``rows.csv`` (every setting's rows with a ``setting`` column),
 ``table.md`` / ``table.json`` (rows: settings; columns: methods at the last time, mean ± std over chips),
 ``recovered.png`` (the share of the gdc loss that nabn recovers, per setting and time) and ``run.json``.
 """
@@ -24,7 +25,7 @@ from ..analog.noise_settings import noise_setting
 from ..analog.times import time_label
 from ..errors import ConfigError
 from ..utils.provenance import code_commit
-from .comparison import check_config, run_comparison
+from .comparison import check_config, finished, run_comparison
 from .figures import save_figure
 from .journal import read_rows
 from .report import summarize
@@ -84,8 +85,11 @@ def run_noise_table(task: Task, config: Mapping[str, Any], out_dir: PathLike, *,
     rows: List[Dict[str, Any]] = []
     for name, sub in configs.items():
         folder = out_dir / "settings" / name
-        run_comparison(task, sub, folder, base=base, device=device, progress=progress, parts=("main",),
-                       command=command, ray=ray)
+        # a setting finished with this config (by an earlier call, or by another process given other settings
+        # into the same out_dir) is read back, not re-entered: re-entering costs its data, models and input ranges
+        if not finished(folder, sub):
+            run_comparison(task, sub, folder, base=base, device=device, progress=progress, parts=("main",),
+                           command=command, ray=ray)
         rows += [{"setting": name, **r} for r in read_rows(folder / "main" / "rows.csv")]
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "rows.csv").open("w", newline="") as f:
