@@ -4,9 +4,10 @@
 (:mod:`aihwkit_nabn.analog.noise_settings`), each journaled in ``<out>/settings/<name>/`` (a rerun resumes),
 at the times the setting supports (all of the config's times, or the setting's own, e.g. ReRamWan2022's
 1 s / 1 d / 2 d); a setting already finished there with the same config is read back, so several processes can
-each run some of the settings into one folder and a last run with all of them writes the table. It then writes ``rows.csv`` (every setting's rows with a ``setting`` column),
-``table.md`` / ``table.json`` (rows: settings; columns: methods at the last time, mean ± std over chips),
-``recovered.png`` (the share of the gdc loss that nabn recovers, per setting and time) and ``run.json``.
+each run some of the settings into one folder and a last run with all of them writes the table. It then writes
+``rows.csv`` (every setting's rows with a ``setting`` column), ``table.md`` / ``table.json`` (rows: settings;
+columns: methods at the last time, mean ± std over chips), ``recovered.png`` (the share of the gdc loss that nabn
+recovers, per setting and time) and ``run.json``.
 """
 
 from __future__ import annotations

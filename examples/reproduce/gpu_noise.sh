@@ -8,7 +8,8 @@
 # PARALLEL processes side by side each run every PARALLEL-th setting of the config's [noise] settings into the same
 # folder (ResNet-32's batches are small, so one process leaves the GPU idle between kernels; how much the sharing
 # gains is not measured: the rows' method_seconds and each setting's wall time tell); once all have finished, one
-# more run with every setting reads them back and writes the table. PARALLEL=1: one process for all (use it when NOISE_SET overrides noise.settings).
+# more run with every setting reads them back and writes the table (a part's own table files, of its settings only,
+# are overwritten then). PARALLEL=1: one process for all (use it when NOISE_SET overrides noise.settings).
 # Checked end to end on the CPU (LOCAL=1 DEVICE=cpu PARALLEL=2, tiny folder data and models through NOISE_SET, 20
 # settings): two calls, the first cut by its time, the second resuming; a third call read all back in 0.3 s.
 # env: DEVICE (cuda), CALL_SECONDS (560), NOISE_CONFIG (default: the CIFAR-10 one), NOISE_SET ("--set k=v ..."
