@@ -355,6 +355,34 @@ def test_bnft_sweep_drops_a_recipe_only_after_it_lost_at_consecutive_step_counts
     assert reason(history, won, 300, 2) is None
 
 
+def test_bnft_sweep_records_the_dropped_settings_and_never_runs_them(tmp_path, monkeypatch):
+    """The sweep's wiring of the prune rule: a recipe that lost to nabn at steps 1 and 2 is not run at 3, the record
+    and the table list it with the reason, and the choice is made among the settings that ran."""
+    sweep = _sweep_script("bnft_sweep")
+    ran = []
+
+    def fake_run_setting(task, args, name, overrides, part, script):
+        ran.append(name)
+        method = overrides["sweep.methods"][0]
+        # lr 1e-3 is 0.5 points below nabn on every chip, lr 1e-4 0.5 above (the differences per chip vary a little)
+        shift = 0.0 if method == "nabn" else (-0.5 if overrides["bnft.lr"] == 1e-3 else 0.5)
+        return [{"model": "r20", "method": method, "time_s": 1.0, "time_label": "1s", "chip": c, "chip_seed": c,
+                 "metric": "val_top1", "value": 80.0 + c + shift + 0.01 * c * c, "method_seconds": 0.0,
+                 "eval_seconds": 0.0, "unlabeled_samples": 0, "labeled_samples": 0} for c in range(3)]
+
+    monkeypatch.setattr(sweep, "run_setting", fake_run_setting)
+    out = tmp_path / "sweep"
+    sweep.main(["--out", str(out), "--steps", "1,2,3", "--lrs", "1e-4,1e-3", "--smoothing", "0", "--fresh", "1",
+                "--quiet"])
+    dropped = "steps3_lr0.001_ls0_fresh"
+    assert dropped not in ran and "steps3_lr0.0001_ls0_fresh" in ran and ran[0] == "reference"
+    record = json.loads((out / "bnft_sweep.json").read_text())
+    assert record["skipped"] == [{"setting": dropped, "reason": "bnft - nabn <= 0 on val at steps 1, 2"}]
+    assert dropped not in {s["setting"] for s in record["settings"]} and len(record["settings"]) == 5
+    assert record["chosen"].endswith("lr0.0001_ls0_fresh") and record["chosen_beats_nabn"]
+    assert f"| {dropped} | skipped: bnft - nabn <= 0 on val at steps 1, 2 | |" in (out / "bnft_sweep.md").read_text()
+
+
 def test_calibration_views_differ_only_as_described(tiny_setup):
     tmp_path, config = tiny_setup
     task = type(CIFAR10)(config["data"]["source"])
