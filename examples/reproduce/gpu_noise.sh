@@ -10,11 +10,18 @@
 # gains is not measured: the rows' method_seconds and each setting's wall time tell); once all have finished, one
 # more run with every setting reads them back and writes the table (a part's own table files, of its settings only,
 # are overwritten then). PARALLEL=1: one process for all (use it when NOISE_SET overrides noise.settings).
-# Checked end to end on the CPU (LOCAL=1 DEVICE=cpu PARALLEL=2, tiny folder data and models through NOISE_SET, 20
-# settings): two calls, the first cut by its time, the second resuming; a third call read all back in 0.3 s.
+# Checked end to end on the CPU by examples/reproduce/gpu_noise_dryrun.sh (tiny data and models, PARALLEL=2, the graph
+# check, a call cut by its time, a second resuming and writing the table); an earlier dry run found a third call
+# reading all 20 settings back in 0.3 s.
+# BN fine-tuning's steps (300 per deployment, most of the table's time) are replayed from a CUDA graph only where
+# benchmarks/bnft_cuda_graph.py, once per commit, finds them bitwise equal to the eager steps under GRAPH_SETTINGS:
+# the settings whose forward pass differs from the PCM one checked for the fair grid (4-bit converters, no output
+# noise, more output noise) and one other device model. The other settings change only the programmed and drifted
+# weight values, not the operations. All must pass, else every setting fine-tunes eagerly.
 # env: DEVICE (cuda), CALL_SECONDS (560), NOISE_CONFIG (default: the CIFAR-10 one), NOISE_SET ("--set k=v ..."
 #      overrides, no spaces inside a value), PARALLEL (4), RUNS (runs/noise_models), LOCAL (set: aihwkit is installed
-#      already, e.g. a dry run on the CPU)
+#      already, e.g. a dry run on the CPU), BNFT_GRAPH (check, the default for the CIFAR-10 config; on; off, the
+#      default for the others), GRAPH_SETTINGS (converter_4bit out_noise_0 out_noise_0.08 reram_cmo), GRAPH_STEPS (50)
 set -uo pipefail
 start=$SECONDS; budget=${CALL_SECONDS:-560}
 left() { echo $((budget - (SECONDS - start))); }
@@ -27,24 +34,42 @@ OUT=${OUT:-/tmp/out}; R=${RUNS:-runs/noise_models}; mkdir -p "$OUT" $R
 CFG=${NOISE_CONFIG:-aihwkit_nabn/tasks/cifar10/noise.toml}; P=${PARALLEL:-4}
 command -v nvidia-smi > /dev/null && nvidia-smi -L
 # shellcheck disable=SC2086
-run_noise() { timeout $(( $(left) - 40 )) python3 -m aihwkit_nabn reproduce noise --device ${DEVICE:-cuda} \
-  --config "$CFG" --out $R --quiet ${NOISE_SET:-} "$@"; }
+run_noise() {  # the call's time left, less 40 s to bring the results back; none left: rc 124 as for a cut run
+  local seconds=$(( $(left) - 40 )); [ $seconds -gt 0 ] || { echo "no time left in this call"; return 124; }
+  timeout $seconds python3 -m aihwkit_nabn reproduce noise --device ${DEVICE:-cuda} --config "$CFG" --out $R --quiet \
+    ${NOISE_SET:-} "$@"; }
 split_settings() {  # every P-th setting of the config, one TOML list per line
   python3 -c 'import json, sys, tomllib
 names, p = tomllib.load(open(sys.argv[1], "rb"))["noise"]["settings"], int(sys.argv[2])
 print("\n".join(json.dumps(names[k::p]) for k in range(p) if names[k::p]))' "$CFG" "$P"
 }
+gc=$R/bnft_graph_check_$AIHWKIT_NABN_COMMIT; cifar=aihwkit_nabn/tasks/cifar10/noise.toml
+bnft_graph=${BNFT_GRAPH:-$([ "$CFG" = $cifar ] && echo check || echo off)}  # the check fine-tunes ResNet-32
+graph_settings=${GRAPH_SETTINGS:-converter_4bit out_noise_0 out_noise_0.08 reram_cmo}
+if [ $bnft_graph = check ]; then
+  for s in $graph_settings; do  # side by side: each is two chips' fine-tuning, twice, on a mostly idle GPU
+    # shellcheck disable=SC2086
+    [ -f $gc/$s/bnft_cuda_graph.json ] || timeout 300 python3 benchmarks/bnft_cuda_graph.py --config "$CFG" \
+      ${NOISE_SET:-} --set "hardware.noise=\"$s\"" --set bnft.steps=${GRAPH_STEPS:-50} --model resnet32 --chips 2 \
+      --device ${DEVICE:-cuda} --out $gc/$s > $R/bnft_graph_check_$s.log 2>&1 &
+  done
+  wait
+  bnft_graph=on
+  for s in $graph_settings; do [ "$(json_field $gc/$s/bnft_cuda_graph.json choice 2>/dev/null)" = graph ] || bnft_graph=off; done
+fi
+graph_set=(); [ $bnft_graph = on ] && graph_set=(--set bnft.cuda_graph=true)
+echo "bnft cuda graph: $bnft_graph (commit $AIHWKIT_NABN_COMMIT)" | tee -a $R/noise.log
 rc=0
 if [ "$P" -gt 1 ]; then
   pids=(); k=0
   while read -r subset; do
-    run_noise --set "noise.settings=$subset" >> $R/noise_part$k.log 2>&1 & pids+=($!); k=$((k + 1))
+    run_noise "${graph_set[@]}" --set "noise.settings=$subset" >> $R/noise_part$k.log 2>&1 & pids+=($!); k=$((k + 1))
   done < <(split_settings)
   for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
   echo "noise parts rc=$rc (commit $AIHWKIT_NABN_COMMIT)" | tee -a $R/noise.log
 fi
 if [ $rc = 0 ]; then  # every setting: the finished ones are read back (PARALLEL=1: this one runs them all)
-  run_noise >> $R/noise.log 2>&1; rc=$?
+  run_noise "${graph_set[@]}" >> $R/noise.log 2>&1; rc=$?
   echo "reproduce noise rc=$rc (commit $AIHWKIT_NABN_COMMIT)" | tee -a $R/noise.log
   [ $rc = 0 ] && echo "noise table done"
 fi
