@@ -7,30 +7,7 @@ set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 D=${1:-/tmp/fair_dryrun}; rm -rf "$D"; mkdir -p "$D"
 PY=${PYTHON:-python3}
-$PY - "$D" <<'PY'
-import sys
-from pathlib import Path
-
-import torch
-
-sys.path.insert(0, "tests")
-from test_reproduce import _tiny_cifar  # noqa: E402
-
-from aihwkit_nabn.analog.convert import to_analog  # noqa: E402
-from aihwkit_nabn.analog.hwa_preset import TorchHWAPreset  # noqa: E402
-from aihwkit_nabn.training.checkpoints import save_checkpoint  # noqa: E402
-from aihwkit_nabn.training.hwa_checkpoint import save_hwa_checkpoint  # noqa: E402
-from aihwkit_nabn.training.registry import create_model  # noqa: E402
-
-d = Path(sys.argv[1])
-_tiny_cifar(d / "cifar")
-(d / "runs/ckpt").mkdir(parents=True)
-(d / "runs/hwa").mkdir(parents=True)
-torch.manual_seed(0)
-model = create_model("resnet32").eval()
-save_checkpoint(d / "runs/ckpt/resnet32.pt", model, "resnet32", {"accuracy": 10.0})
-save_hwa_checkpoint(d / "runs/hwa/resnet32_hwa.pt", to_analog(model, TorchHWAPreset()), "resnet32", {"seconds": 1.0, "accuracy": 10.0})
-PY
+$PY examples/reproduce/dryrun_setup.py "$D/cifar" "$D/runs/ckpt/resnet32.pt" "$D/runs/hwa/resnet32_hwa.pt"
 export AIHWKIT_NABN_CACHE=$D/cache
 stand_in=""; for m in resnet20 resnet56; do  # fair.toml names three models; the dry run runs ResNet-32 only
   stand_in+=" --set models.$m.digital=\"$D/runs/ckpt/resnet32.pt\" --set models.$m.hwa=\"$D/runs/hwa/resnet32_hwa.pt\""
