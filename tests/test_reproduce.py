@@ -364,7 +364,7 @@ def test_bnft_sweep_records_the_dropped_settings_and_never_runs_them(tmp_path, m
     def fake_run_setting(task, args, name, overrides, part, script):
         ran.append(name)
         method = overrides["sweep.methods"][0]
-        # lr 1e-3 is 0.5 points below nabn on every chip, lr 1e-4 0.5 above (the differences per chip vary a little)
+        # lr 1e-3 is 0.5 points below nabn on every chip, lr 1e-4 0.5 above (the values differ between chips)
         shift = 0.0 if method == "nabn" else (-0.5 if overrides["bnft.lr"] == 1e-3 else 0.5)
         return [{"model": "r20", "method": method, "time_s": 1.0, "time_label": "1s", "chip": c, "chip_seed": c,
                  "metric": "val_top1", "value": 80.0 + c + shift + 0.01 * c * c, "method_seconds": 0.0,

@@ -25,6 +25,6 @@ for call in 1 2; do
     GRAPH_SETTINGS=${GRAPH_SETTINGS:-out_noise_0} \
     COMMIT=dryrun bash examples/reproduce/gpu_noise.sh > "$D/call$call.log" 2>&1 || true
 done
-cat "$D/runs/noise.log" | grep -E "cuda graph|rc=" || true
+grep -E "cuda graph|rc=" "$D/runs/noise.log" || true
 grep -q "bnft cuda graph: off" "$D/runs/noise.log" && grep -q "reproduce noise rc=0" "$D/runs/noise.log" \
   && ls "$D"/runs/bnft_graph_check_dryrun/*/bnft_cuda_graph.json > /dev/null && echo "dry run complete: $D/runs"
