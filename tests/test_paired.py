@@ -61,3 +61,28 @@ def test_the_cost_plot_draws_the_t_interval_of_the_mean():
     assert _interval({"value_std": 1.0, "n_chips": 5}) == pytest.approx(2.7764451051977987 / math.sqrt(5))
     assert _interval({"value_std": 1.0, "n_chips": 1}) == 0.0
     assert _interval({"value_std": 0.7}) == 0.7  # tables written before n_chips was recorded
+
+
+def test_the_cost_plot_keeps_analog_off_its_axis_and_names_it(tmp_path, monkeypatch):
+    from aihwkit_nabn.evaluation import costs as costs_module
+
+    drawn = {}
+    monkeypatch.setattr(costs_module, "save_figure", lambda fig, path: drawn.setdefault("fig", fig))
+    entry = {"model": "m", "metric": "top1", "deploy_seconds": 0.5, "hwa_training_seconds_once": None,
+             "value_std": 0.2, "n_chips": 5}
+    costs = [dict(entry, method="analog", value_last_time=10.4), dict(entry, method="gdc", value_last_time=84.0),
+             dict(entry, method="nabn", value_last_time=88.0)]
+    costs_module.plot_accuracy_vs_cost([], costs, tmp_path / "p.png", 3.15e7)
+    (ax,) = drawn["fig"].axes
+    low, high = ax.get_ylim()
+    assert 80 < low < 84 and 88 < high < 92  # the axis spans the methods that matter, not 10-88 %
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["gdc", "nabn"]
+    assert any("analog 10.4" in t.get_text() for t in ax.texts)
+
+
+def test_each_method_looks_the_same_in_every_plot():
+    from aihwkit_nabn.evaluation.figures import method_style
+
+    main = ["digital", "analog", "gdc", "nabn", "bnft", "hwa", "hwa+nabn", "hwa+bnft"]
+    assert len({method_style(m)["color"] for m in main}) == len(main)
+    assert method_style("nabn@1d") == method_style("nabn@1d") and method_style("nabn@1d")["marker"] == "D"

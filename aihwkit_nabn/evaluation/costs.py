@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Mapping, Sequence
 from matplotlib.figure import Figure
 
 from ..analog.times import time_label
-from .figures import save_figure
+from .figures import method_style, save_figure
 from .methods import HWA_METHODS
 from .paired import t_half_width
 from .report import summarize
@@ -73,21 +73,31 @@ def _interval(cost: Mapping[str, Any]) -> float:
 
 
 def plot_accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], costs: Sequence[Mapping[str, Any]], path: Path,
-                          t_last: float) -> Path:
+                          t_last: float, skip: Sequence[str] = ("analog",)) -> Path:
     """Plot the metric at the last drift time against device seconds per deployment (+ HWA training), per model
-    (the first metric, where there are several), with the 95 % t interval of the mean over chips."""
+    (the first metric, where there are several), with the 95 % t interval of the mean over chips; return the path.
+
+    The methods in ``skip`` (the uncompensated ``analog``, near chance after drift) are left off the axis, which
+    would otherwise span 10-92 % and squeeze the methods that matter into a few pixels; each panel names their
+    values in a note instead."""
     if costs:
         costs = [c for c in costs if c["metric"] == costs[0]["metric"]]
     models = list(dict.fromkeys(c["model"] for c in costs))
     fig = Figure(figsize=(5 * len(models), 4))
     axes = fig.subplots(1, len(models), squeeze=False, sharey=True)
     for ax, model in zip(axes[0], models):
+        off_axis = []
         for c in (c for c in costs if c["model"] == model):
+            if c["method"] in skip:
+                off_axis.append(f"{c['method']} {c['value_last_time']:.1f}")
+                continue
             cost = c["deploy_seconds"] + (c["hwa_training_seconds_once"] or 0.0)
-            ax.errorbar([max(cost, 1e-3)], [c["value_last_time"]], yerr=[_interval(c)], marker="o", capsize=3,
-                        label=c["method"])
+            ax.errorbar([max(cost, 1e-3)], [c["value_last_time"]], yerr=[_interval(c)], capsize=3,
+                        label=c["method"], linestyle="none", **method_style(c["method"]))
+        if off_axis:
+            ax.text(0.02, 0.02, "off the axis: " + ", ".join(off_axis), transform=ax.transAxes, fontsize=8)
         ax.set_xscale("log")
-        ax.set_xlabel("device seconds (deployment on one chip + HWA training)")
+        ax.set_xlabel("device seconds (deployment on one chip + HWA training;\nno cost drawn at 1e-3)")
         ax.set_title(f"{model}, {time_label(t_last)} after programming")
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel(f"{costs[0]['metric'] if costs else 'metric'} (%), 95 % t interval over chips")

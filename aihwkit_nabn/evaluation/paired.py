@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from ..analog.times import time_label
-from .figures import save_figure, time_axis
+from .figures import method_style, save_figure, time_axis
 
 __all__ = ["paired_differences", "paired_markdown", "plot_loss_vs_digital", "write_paired", "t_half_width"]
 
@@ -136,7 +136,7 @@ def plot_loss_vs_digital(paired: Sequence[Mapping[str, Any]], path: Union[str, P
                 continue
             ts, means, lows, highs = zip(*pts)
             err = [[m - lo for m, lo in zip(means, lows)], [hi - m for m, hi in zip(means, highs)]]
-            ax.errorbar(ts, means, yerr=err, marker="o", capsize=3, label=method)
+            ax.errorbar(ts, means, yerr=err, capsize=3, label=method, **method_style(method))
         ax.axhline(0.0, color="black", linewidth=0.8)
         time_axis(ax, (p["time_s"] for p in points))
         ax.set_ylabel(f"{metric}: method − digital (paired, 95 % CI)")

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from matplotlib.figure import Figure
 
 from ..analog.times import time_label
-from .figures import save_figure, time_axis
+from .figures import method_style, save_figure, time_axis
 from .paired import write_paired
 
 
@@ -86,7 +86,7 @@ def _plot_metric(axes: Sequence[Any], summary: Sequence[Mapping[str, Any]], mode
             if not points:
                 continue
             ts, means, stds = zip(*points)
-            ax.errorbar(ts, means, yerr=stds, marker="o", capsize=3, label=method)
+            ax.errorbar(ts, means, yerr=stds, capsize=3, label=method, **method_style(method))
         time_axis(ax, (s["time_s"] for s in summary))
         ax.set_title(model)
     axes[0].set_ylabel(metric)
