@@ -1,5 +1,13 @@
-# Sourced by the gpu_*.sh drivers: what every call on the lent GPU does first (install aihwkit) and last (bring
-# the results back under the device tool's 16 MiB-per-file return limit).
+# Sourced by the gpu_*.sh drivers: what every call on the lent GPU does first (start the call's clock, install
+# aihwkit), the checks they share, and what they do last (bring the results back under the device tool's 16 MiB-per-file
+# return limit).
+
+start_clock() {  # start_clock DEFAULT: the call's budget is CALL_SECONDS (else DEFAULT) seconds from now; see left
+  start=$SECONDS; budget=${CALL_SECONDS:-$1}
+}
+left() {  # seconds left of the budget set by start_clock
+  echo $((budget - (SECONDS - start)))
+}
 
 install_site() {  # aihwkit into /tmp/site: the slim tarball if carried (slim_site.sh), then any carried wheels
   # once per machine: a second driver started beside the first must not unpack over files the first imports
@@ -10,6 +18,19 @@ install_site() {  # aihwkit into /tmp/site: the slim tarball if carried (slim_si
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || return 1
   fi
   touch /tmp/site/.nabn_installed
+}
+
+use_site() {  # aihwkit for the driver: install_site and site=/tmp/site: (a PYTHONPATH prefix); LOCAL set: the
+  # environment's own aihwkit (a dry run on the CPU), nothing installed and site empty
+  site=/tmp/site:
+  if [ -n "${LOCAL:-}" ]; then site=; else install_site || return 1; fi
+}
+
+graph_choice() {  # graph_choice FILE...: "on" if every bnft/hwa CUDA-graph check FILE (json) chose the graph, else "off"
+  # (a missing or unreadable file is a failed check: replaying unchecked graphs could change the results)
+  local f
+  for f in "$@"; do [ "$(json_field "$f" choice 2>/dev/null)" = graph ] || { echo off; return 0; }; done
+  echo on
 }
 
 json_field() {  # json_field FILE KEY: the top-level value KEY of the JSON file FILE (fails if either is missing)

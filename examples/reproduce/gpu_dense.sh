@@ -15,11 +15,10 @@
 # env: PARTS_PARALLEL ("main;retention,calib_size": the groups of parts run side by side), CALL_SECONDS (550), EPOCHS (at most, with TRAIN_SECONDS), TRAIN_SECONDS, MIN_EPOCHS, HWA_SECONDS, CANDIDATES, HWA_EPOCHS, HWA_FLAGS, REPRODUCE_SET, FIGURE_FLAGS, DEVICE,
 #      DATA (an unpacked copy), LOCAL=1 (no wheel install)
 set -uo pipefail
-start=$SECONDS; budget=${CALL_SECONDS:-550}
-left() { echo $((budget - (SECONDS - start))); }
+source examples/reproduce/device_lib.sh
+start_clock 550
 TASK=${TASK:?TASK=camvid or pennfudan}; STAGE=${STAGE:?STAGE=train, compare or all}
 [ "$STAGE" = all ] && TRAIN_SECONDS=${TRAIN_SECONDS:-230}
-source examples/reproduce/device_lib.sh
 [ -n "${LOCAL:-}" ] || install_site || exit 1
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True

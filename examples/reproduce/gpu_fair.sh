@@ -26,9 +26,8 @@
 #      without the check; empty or off: eager), GRAPH_CHECK_ARGS (more options of the check, e.g. a smaller batch for a
 #      dry run)
 set -uo pipefail
-start=$SECONDS; budget=${CALL_SECONDS:-555}
-left() { echo $((budget - (SECONDS - start))); }
 source examples/reproduce/device_lib.sh
+start_clock 555
 install_site || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 AIHWKIT_NABN_CIFAR10=$PWD/.gpucarry/cifar10_jpg.tar.gz
 export AIHWKIT_NABN_COMMIT=${COMMIT:-unknown} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True

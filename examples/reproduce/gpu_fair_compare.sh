@@ -20,11 +20,9 @@
 #      (more "--set KEY=VALUE" for every stage, e.g. for a dry run on a small archive), RUNS (runs/fair), LOCAL (set:
 #      aihwkit is installed already)
 set -uo pipefail
-start=$SECONDS; budget=${CALL_SECONDS:-555}
-left() { echo $((budget - (SECONDS - start))); }
 source examples/reproduce/device_lib.sh
-site=/tmp/site:; [ -n "${LOCAL:-}" ] && site=  # LOCAL: the environment's own aihwkit
-[ -n "${LOCAL:-}" ] || install_site || exit 1
+start_clock 555
+use_site || exit 1
 export PYTHONPATH=$site$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export AIHWKIT_NABN_CIFAR10=${DATA:-$PWD/.gpucarry/cifar10_jpg.tar.gz}
 export AIHWKIT_NABN_COMMIT=${COMMIT:-unknown} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
@@ -60,7 +58,7 @@ if [ -f $C/calib_sweep/calib_sweep.json ]; then
     echo "bnft graph check rc=$?" | tee -a $R/calls.txt
   fi
   if [ $bnft_graph = check ]; then  # on only where the check at this commit found the replay bitwise equal
-    [ "$(json_field $gc/bnft_cuda_graph.json choice 2>/dev/null)" = graph ] && bnft_graph=on || bnft_graph=off
+    bnft_graph=$(graph_choice $gc/bnft_cuda_graph.json)
   fi
   [ $bnft_graph = on ] && sets+=(--set "bnft.cuda_graph=true")
   echo "bnft cuda graph: $bnft_graph" | tee -a $R/calls.txt

@@ -23,11 +23,9 @@
 #      already, e.g. a dry run on the CPU), BNFT_GRAPH (check, the default for the CIFAR-10 config; on; off, the
 #      default for the others), GRAPH_SETTINGS (converter_4bit out_noise_0 out_noise_0.08 reram_cmo), GRAPH_STEPS (50)
 set -uo pipefail
-start=$SECONDS; budget=${CALL_SECONDS:-560}
-left() { echo $((budget - (SECONDS - start))); }
 source examples/reproduce/device_lib.sh
-site=/tmp/site:; [ -n "${LOCAL:-}" ] && site=
-[ -n "${LOCAL:-}" ] || install_site || exit 1
+start_clock 560
+use_site || exit 1
 export PYTHONPATH=$site$PWD PYTHONUNBUFFERED=1 AIHWKIT_NABN_CIFAR10=${AIHWKIT_NABN_CIFAR10:-$PWD/.gpucarry/cifar10_jpg.tar.gz}
 export AIHWKIT_NABN_COMMIT=${COMMIT:-unknown} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 OUT=${OUT:-/tmp/out}; R=${RUNS:-runs/noise_models}; mkdir -p "$OUT" $R
@@ -54,8 +52,7 @@ if [ $bnft_graph = check ]; then
       --device ${DEVICE:-cuda} --out $gc/$s > $R/bnft_graph_check_$s.log 2>&1 &
   done
   wait
-  bnft_graph=on
-  for s in $graph_settings; do [ "$(json_field $gc/$s/bnft_cuda_graph.json choice 2>/dev/null)" = graph ] || bnft_graph=off; done
+  bnft_graph=$(graph_choice $(for s in $graph_settings; do echo $gc/$s/bnft_cuda_graph.json; done))
 fi
 graph_set=(); [ $bnft_graph = on ] && graph_set=(--set bnft.cuda_graph=true)
 echo "bnft cuda graph: $bnft_graph (commit $AIHWKIT_NABN_COMMIT)" | tee -a $R/noise.log
