@@ -1,0 +1,169 @@
+"""Why calibration recovers little under some noise settings: what the drifted chip does to each layer's signal.
+
+BatchNorm calibration can correct, per channel, a shifted mean and a scaled spread of a layer's output; it cannot
+undo noise that scrambles the outputs within a channel. This script measures both on ResNet-32 (the noise table's
+model and hardware) for each named noise setting at one drift time, on val images (held out of training; never
+test images):
+
+* per analog layer, *isolated* (the digital model's own input fed to the chip's layer): for every output channel the
+  correlation rho between the chip's and the digital output over images and positions; ``1 - rho^2`` is the share of
+  the digital signal no per-channel affine correction (what BN statistics are) can restore, reported as the signal-
+  to-noise ratio after the best such correction, ``10 log10(rho^2 / (1 - rho^2))`` dB; and the statistics that
+  calibration does correct: the channel mean's shift (in digital standard deviations) and the spread's ratio;
+* per BatchNorm layer, *in the network* (every layer analog): the same correlation of the BN input after drift
+  compensation alone (``gdc``) and after calibration (``nabn``, 4,096 training-view images as in the table).
+
+Usage (CPU is enough; minutes per setting):
+    python examples/reproduce/noise_why.py --settings pcm,state_independent --time 1y --chips 5 \
+        --images 500 --out results/noise_models/why
+Writes ``why.json`` (per setting, layer and chip), ``why.md`` (per setting: the medians over layers and the last
+BN layer, mean over chips) and ``why.png`` (isolated SNR per layer, one line per setting).
+"""
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+import aihwkit_nabn as nb
+from aihwkit_nabn._aihwkit.tiles import analog_layers
+from aihwkit_nabn.bn.layers import is_batchnorm
+from aihwkit_nabn.evaluation.comparison import Comparison, load_config
+from aihwkit_nabn.evaluation.figures import save_figure
+from aihwkit_nabn.evaluation.noise_table import setting_config
+from aihwkit_nabn.tasks.cifar10.data import normalize
+from aihwkit_nabn.utils.provenance import code_commit
+
+
+def channel_stats(digital: torch.Tensor, analog: torch.Tensor) -> dict:
+    """Per output channel (dim 1) of two outputs of the same inputs: correlation, mean shift in digital standard
+    deviations, spread ratio; returned as the medians over channels (channels with no digital signal skipped)."""
+    d = digital.transpose(0, 1).reshape(digital.shape[1], -1).double()
+    a = analog.transpose(0, 1).reshape(analog.shape[1], -1).double()
+    d_mean, a_mean = d.mean(1, keepdim=True), a.mean(1, keepdim=True)
+    d_std, a_std = d.std(1), a.std(1)
+    live = (d_std > 1e-8) & (a_std > 1e-8)
+    rho = ((d - d_mean) * (a - a_mean)).mean(1) / (d.std(1, unbiased=False) * a.std(1, unbiased=False)).clamp_min(1e-30)
+    rho2 = rho[live].clamp(-1, 1) ** 2
+    snr_db = 10 * torch.log10(rho2.clamp_min(1e-12) / (1 - rho2).clamp_min(1e-12))
+    shift = ((a_mean.squeeze(1) - d_mean.squeeze(1)) / d_std.clamp_min(1e-12))[live].abs()
+    ratio = (a_std / d_std.clamp_min(1e-12))[live]
+    return {"rho2": rho2.median().item(), "snr_db": snr_db.median().item(), "mean_shift_sd": shift.median().item(),
+            "std_ratio": ratio.median().item(), "channels": int(live.sum())}
+
+
+def capture(model: nn.Module, x: torch.Tensor, names, what: str) -> dict:
+    """Run ``model`` on ``x``; return the input (``what="input"``) or output of each module named in ``names``."""
+    out, hooks = {}, []
+    modules = dict(model.named_modules())
+    for name in names:
+        def hook(module, args, result, name=name):
+            out[name] = (args[0] if what == "input" else result).detach()
+        hooks.append(modules[name].register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out
+
+
+def isolated(digital: nn.Module, chip_model: nn.Module, x: torch.Tensor) -> dict:
+    """Each analog layer of the chip run on the digital model's own input to that layer, against the digital layer."""
+    names = [n for n, _ in analog_layers(chip_model)]
+    inputs = capture(digital, x, names, "input")
+    outputs = capture(digital, x, names, "output")
+    modules = dict(chip_model.named_modules())
+    with torch.no_grad():
+        return {n: channel_stats(outputs[n], modules[n](inputs[n])) for n in names}
+
+
+def in_network(digital: nn.Module, chip_model: nn.Module, x: torch.Tensor) -> dict:
+    """The input of every BatchNorm layer with the whole network analog, against the digital model's."""
+    names = [n for n, m in chip_model.named_modules() if is_batchnorm(m)]
+    d, a = capture(digital, x, names, "input"), capture(chip_model, x, names, "input")
+    return {n: channel_stats(d[n], a[n]) for n in names}
+
+
+def median(values):
+    values = sorted(values)
+    return values[len(values) // 2] if len(values) % 2 else 0.5 * (values[len(values) // 2 - 1] + values[len(values) // 2])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="aihwkit_nabn/tasks/cifar10/noise.toml")
+    p.add_argument("--settings", default="pcm,state_independent")
+    p.add_argument("--time", default="1y")
+    p.add_argument("--chips", type=int, default=5)
+    p.add_argument("--images", type=int, default=500, help="val images (held out of training)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="results/noise_models/why")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = load_config(args.config)
+    t = nb.parse_time(args.time)
+    task = nb.get_task("cifar10")
+    result = {"command": "python examples/reproduce/noise_why.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()), "commit": code_commit(), "time_s": t,
+        "images": f"{args.images} val images (the first of the 5,000 held out of training, in order)", "settings": {}}
+    start = time.perf_counter()
+    for name in [s for s in args.settings.split(",") if s]:
+        sub = setting_config(config, name)
+        cmp = Comparison(task, sub, base=Path.cwd(), device=args.device, progress=False)
+        val_x, _ = cmp.task.split("val")
+        x = normalize(val_x[: args.images]).to(cmp.device)
+        spec = cmp.model("resnet32", needs_hwa=False)
+        chips = []
+        for k in range(args.chips):
+            chip = nb.Chip(spec.analog["default"], int(sub.get("seed", 0)) + k, device=cmp.device).drift_to(t)
+            entry = {"isolated": isolated(spec.digital, chip.model, x),
+                     "gdc": in_network(spec.digital, chip.model, x)}
+            nb.calibrate_bn(chip.model, cmp.bn_calib, num_samples=cmp.calib_samples, **cmp.method_data.calibrate_kwargs)
+            entry["nabn"] = in_network(spec.digital, chip.model, x)
+            chips.append(entry)
+            print(f"{name} chip {k}: {time.perf_counter() - start:.0f} s", flush=True)
+        result["settings"][name] = {"description": nb.noise_setting(name).description, "chips": chips}
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    (out / "why.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_summary(result, out)
+
+
+def write_summary(result: dict, out: Path) -> None:
+    """why.md: per setting, medians over layers (mean over chips); why.png: isolated SNR per layer."""
+    lines = [f"Time {nb.time_label(result['time_s'])}, {result['images']}; commit {result['commit']}. Medians over "
+             "channels, then over layers (\"all\") or the last BN layer, mean over chips.", "",
+             "| setting | isolated SNR after per-channel affine fit, dB (all layers) | isolated mean shift, SD | "
+             "isolated spread ratio | in-network rho^2 at the last BN: gdc | nabn |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
+    for name, entry in result["settings"].items():
+        chips = entry["chips"]
+        layers = list(chips[0]["isolated"])
+        per_layer = {k: [sum(c["isolated"][n][k] for c in chips) / len(chips) for n in layers]
+                     for k in ("snr_db", "mean_shift_sd", "std_ratio")}
+        last_bn = list(chips[0]["gdc"])[-1]
+        rho_gdc = sum(c["gdc"][last_bn]["rho2"] for c in chips) / len(chips)
+        rho_nabn = sum(c["nabn"][last_bn]["rho2"] for c in chips) / len(chips)
+        lines.append(f"| {name} | {median(per_layer['snr_db']):.1f} | {median(per_layer['mean_shift_sd']):.2f} | "
+                     f"{median(per_layer['std_ratio']):.2f} | {rho_gdc:.3f} | {rho_nabn:.3f} |")
+        ax.plot(range(len(layers)), per_layer["snr_db"], marker="o", markersize=3, label=name)
+    ax.set_xlabel("analog layer (input to output)")
+    ax.set_ylabel("SNR after per-channel affine fit (dB)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, out / "why.png", f"ResNet-32, {nb.time_label(result['time_s'])} after programming, each layer alone")
+    (out / "why.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
