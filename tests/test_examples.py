@@ -142,3 +142,20 @@ def test_bn_coverage_counts_the_macs_a_batchnorm_normalises():
     assert rec["per_layer"]["0"] == {"macs": a, "normalised_by": "1"}
     assert rec["per_layer"]["2"] == {"macs": b, "normalised_by": None}
     assert rec["layers"] == 2 and rec["layers_normalised"] == 1 and rec["share_normalised"] == pytest.approx(a / (a + b))
+
+
+def test_noise_why_separates_what_a_channel_affine_map_fixes_from_noise():
+    import torch  # pylint: disable=import-outside-toplevel
+
+    why = _script("noise_why.py")
+    gen = torch.Generator().manual_seed(0)
+    digital = torch.randn(4000, 3, 2, 2, generator=gen)
+    # an affine change per channel only (scale 2, offset 1 SD): BN statistics can undo all of it
+    stats = why.channel_stats(digital, 2 * digital + 1)
+    assert stats["rho2"] == pytest.approx(1.0) and stats["snr_db"] > 60
+    assert stats["mean_shift_sd"] == pytest.approx(1.0, abs=0.02) and stats["std_ratio"] == pytest.approx(2.0, rel=1e-3)
+    # independent noise of the signal's own variance: rho^2 = 1/2, SNR 0 dB after the best affine fit
+    noisy = digital + torch.randn(digital.shape, generator=gen)
+    stats = why.channel_stats(digital, noisy)
+    assert stats["rho2"] == pytest.approx(0.5, abs=0.02) and abs(stats["snr_db"]) < 0.2
+    assert stats["std_ratio"] == pytest.approx(2 ** 0.5, rel=0.02) and stats["channels"] == 3
