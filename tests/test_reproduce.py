@@ -2,12 +2,14 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import aihwkit_nabn as nb
 from aihwkit_nabn._aihwkit.state import input_ranges
 from aihwkit_nabn.analog.convert import to_analog
 from aihwkit_nabn.analog.hwa_preset import TorchHWAPreset
@@ -490,3 +492,23 @@ def test_fair_targets_read_the_grid_at_its_last_time(tmp_path, monkeypatch):
     assert record["unprogrammed"] == [{"model": "resnet32", "digital_test": 91.0, "hwa_unprogrammed_test": 90.2,
                                       "difference": pytest.approx(-0.8), "met": False}]
     assert "| hwa - digital >= -3 | -1.93 | [-2.31, -1.55] | 3 | yes | yes |" in (tmp_path / "out" / "targets.md").read_text()
+
+
+SHIPPED_CONFIGS = sorted((Path(nb.__file__).resolve().parent / "tasks").glob("*/*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_config_names_models_that_exist(path):
+    """A config's models resolve from the repository root: a checkpoint path that exists, or a registry name whose
+    weights are shipped (a registered architecture without them fails only when the run starts)."""
+    import tomllib  # pylint: disable=import-outside-toplevel
+
+    task = nb.get_task(path.parent.name)
+    root = Path(nb.__file__).resolve().parent.parent
+    for name, spec in tomllib.loads(path.read_text())["models"].items():
+        if task.has_model(spec["digital"]):
+            task.load_model(spec["digital"])  # raises where the weights are not shipped
+        else:
+            assert (root / spec["digital"]).is_file(), f"{path.name}: {name}.digital {spec['digital']}"
+        if "hwa" in spec:
+            assert (root / spec["hwa"]).is_file(), f"{path.name}: {name}.hwa {spec['hwa']}"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The noise-model table of a dense task (issue 14: CamVid segmentation or Penn-Fudan detection, at one year, every
+# [noise] setting of aihwkit_nabn/tasks/$TASK/noise.toml) on the lent GPU: unpack the carried data pack, then run
+# gpu_noise.sh with the task's config and the unpacked data. Journaled and resumable as gpu_noise.sh is.
+#   here:   python examples/reproduce/device_pack.py pack ../shared/data/camvid_240x180.tar.gz .gpucarry/camvid.pack.tar
+#           python examples/reproduce/device_pack.py thin .gpucarry/camvid.pack.tar .gpucarry/camvid_notval.pack.tar \
+#             --drop camvid/val/ --drop camvid/valannot/      (Penn-Fudan: pennfudan.tar.gz, --stub-pennfudan-val)
+#           bash examples/reproduce/device_tree.sh trim '*camvid*'   (keeps the task's committed checkpoints)
+#   device: TASK=camvid COMMIT=<hash> bash examples/reproduce/gpu_noise_dense.sh
+#           carry .gpucarry/aihwkit_site.tar.xz, .gpucarry/camvid_notval.pack.tar and, from the second call,
+#           runs/noise_camvid
+#   here:   bash examples/reproduce/device_tree.sh restore; cat noise.tgz.part-* | tar xz
+# The table never reads the val split (the comparison's main part only), so the thinned pack is enough.
+# env: TASK (camvid or pennfudan), PACK (.gpucarry/${TASK}_notval.pack.tar), DATA (/tmp/data/$TASK: unpacked once per
+#      machine), RUNS (runs/noise_$TASK), NOISE_SET (more "--set k=v"), and every variable of gpu_noise.sh
+#      (CALL_SECONDS, PARALLEL, DEVICE, LOCAL, BNFT_GRAPH: off unless set)
+set -uo pipefail
+TASK=${TASK:?TASK=camvid or pennfudan}
+source examples/reproduce/device_lib.sh
+use_site || exit 1
+DATA=${DATA:-/tmp/data/$TASK}; PACK=${PACK:-.gpucarry/${TASK}_notval.pack.tar}
+[ -e "$DATA" ] || PYTHONPATH=$site$PWD python3 examples/reproduce/device_pack.py unpack "$PACK" "$DATA" || exit 1
+export NOISE_CONFIG=aihwkit_nabn/tasks/$TASK/noise.toml RUNS=${RUNS:-runs/noise_$TASK}
+export NOISE_SET="--set data.source=\"$DATA\" ${NOISE_SET:-}"
+exec bash examples/reproduce/gpu_noise.sh
