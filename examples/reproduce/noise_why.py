@@ -11,18 +11,18 @@ test images):
   to-noise ratio after the best such correction, ``10 log10(rho^2 / (1 - rho^2))`` dB; and the statistics that
   calibration does correct: the channel mean's shift (in digital standard deviations) and the spread's ratio;
 * per BatchNorm layer, *in the network* (every layer analog): the same correlation of the BN input after drift
-  compensation alone (``gdc``) and after calibration (``nabn``, 4,096 training-view images as in the table).
+  compensation alone (``gdc``) and after calibration (``nabn``, 4,096 training-view images as in the table); and
+  the same for the logits (the last analog layer's output, which no BN statistic reaches), with their mean shift.
 
 Usage (CPU is enough; minutes per setting):
     python examples/reproduce/noise_why.py --settings pcm,state_independent --time 1y --chips 5 \
         --images 500 --out results/noise_models/why
-Writes ``why.json`` (per setting, layer and chip), ``why.md`` (per setting: the medians over layers and the last
-BN layer, mean over chips) and ``why.png`` (isolated SNR per layer, one line per setting).
+Writes ``why.json`` (per setting, layer and chip), ``why.md`` (per setting: the medians over layers, the last
+BN layer and the logits, mean over chips) and ``why.png`` (isolated SNR per layer, one line per setting).
 """
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -85,10 +85,15 @@ def isolated(digital: nn.Module, chip_model: nn.Module, x: torch.Tensor) -> dict
 
 
 def in_network(digital: nn.Module, chip_model: nn.Module, x: torch.Tensor) -> dict:
-    """The input of every BatchNorm layer with the whole network analog, against the digital model's."""
+    """The input of every BatchNorm layer, and the output of the last analog layer (key ``"output"``: the logits,
+    which no BN statistic reaches), with the whole network analog, against the digital model's."""
     names = [n for n, m in chip_model.named_modules() if is_batchnorm(m)]
     d, a = capture(digital, x, names, "input"), capture(chip_model, x, names, "input")
-    return {n: channel_stats(d[n], a[n]) for n in names}
+    stats = {n: channel_stats(d[n], a[n]) for n in names}
+    last = analog_layers(chip_model)[-1][0]
+    stats["output"] = channel_stats(capture(digital, x, [last], "output")[last],
+                                    capture(chip_model, x, [last], "output")[last])
+    return stats
 
 
 def median(values):
@@ -141,8 +146,9 @@ def write_summary(result: dict, out: Path) -> None:
     lines = [f"Time {nb.time_label(result['time_s'])}, {result['images']}; commit {result['commit']}. Medians over "
              "channels, then over layers (\"all\") or the last BN layer, mean over chips.", "",
              "| setting | isolated SNR after per-channel affine fit, dB (all layers) | isolated mean shift, SD | "
-             "isolated spread ratio | in-network rho^2 at the last BN: gdc | nabn |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "isolated spread ratio | in-network rho^2 at the last BN: gdc | nabn | at the logits: gdc | nabn | "
+             "logits' mean shift after nabn, SD |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     fig = Figure(figsize=(8, 4))
     ax = fig.subplots()
     for name, entry in result["settings"].items():
@@ -150,11 +156,13 @@ def write_summary(result: dict, out: Path) -> None:
         layers = list(chips[0]["isolated"])
         per_layer = {k: [sum(c["isolated"][n][k] for c in chips) / len(chips) for n in layers]
                      for k in ("snr_db", "mean_shift_sd", "std_ratio")}
-        last_bn = list(chips[0]["gdc"])[-1]
+        last_bn = [n for n in chips[0]["gdc"] if n != "output"][-1]
         rho_gdc = sum(c["gdc"][last_bn]["rho2"] for c in chips) / len(chips)
         rho_nabn = sum(c["nabn"][last_bn]["rho2"] for c in chips) / len(chips)
+        logits = {k: sum(c[k]["output"]["rho2"] for c in chips) / len(chips) for k in ("gdc", "nabn")}
         lines.append(f"| {name} | {median(per_layer['snr_db']):.1f} | {median(per_layer['mean_shift_sd']):.2f} | "
-                     f"{median(per_layer['std_ratio']):.2f} | {rho_gdc:.3f} | {rho_nabn:.3f} |")
+                     f"{median(per_layer['std_ratio']):.2f} | {rho_gdc:.3f} | {rho_nabn:.3f} | {logits['gdc']:.3f} | "
+                     f"{logits['nabn']:.3f} | {sum(c['nabn']['output']['mean_shift_sd'] for c in chips) / len(chips):.2f} |")
         ax.plot(range(len(layers)), per_layer["snr_db"], marker="o", markersize=3, label=name)
     ax.set_xlabel("analog layer (input to output)")
     ax.set_ylabel("SNR after per-channel affine fit (dB)")
