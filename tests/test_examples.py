@@ -159,3 +159,9 @@ def test_noise_why_separates_what_a_channel_affine_map_fixes_from_noise():
     stats = why.channel_stats(digital, noisy)
     assert stats["rho2"] == pytest.approx(0.5, abs=0.02) and abs(stats["snr_db"]) < 0.2
     assert stats["std_ratio"] == pytest.approx(2 ** 0.5, rel=0.02) and stats["channels"] == 3
+    # capture: each named module's input and output of one pass
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU())
+    x = torch.randn(5, 3, generator=gen)
+    seen = why.capture(model, x, ["0", "1"])
+    assert torch.equal(seen["0"][0], x) and torch.equal(seen["0"][1], seen["1"][0])
+    assert torch.equal(seen["1"][1], model(x).detach()) and not model[0]._forward_hooks  # hooks removed

@@ -15,7 +15,7 @@ test images):
   the same for the logits (the last analog layer's output, which no BN statistic reaches), with their mean shift.
 
 Usage (CPU is enough; minutes per setting):
-    python examples/reproduce/noise_why.py --settings pcm,state_independent --time 1y --chips 5 \
+    python examples/reproduce/noise_why.py --settings pcm,state_independent --time 1y --chips 5 [--model hwa] \
         --images 500 --out results/noise_models/why
 Writes ``why.json`` (per setting, layer and chip), ``why.md`` (per setting: the medians over layers, the last
 BN layer and the logits, mean over chips) and ``why.png`` (isolated SNR per layer, one line per setting).
@@ -57,13 +57,14 @@ def channel_stats(digital: torch.Tensor, analog: torch.Tensor) -> dict:
             "std_ratio": ratio.median().item(), "channels": int(live.sum())}
 
 
-def capture(model: nn.Module, x: torch.Tensor, names, what: str) -> dict:
-    """Run ``model`` on ``x``; return the input (``what="input"``) or output of each module named in ``names``."""
+def capture(model: nn.Module, x: torch.Tensor, names) -> dict:
+    """Run ``model`` on ``x`` once; return ``(input, output)`` of each module named in ``names`` (one pass, so that
+    a reference with output noise gives each layer's output of that very input)."""
     out, hooks = {}, []
     modules = dict(model.named_modules())
     for name in names:
         def hook(module, args, result, name=name):
-            out[name] = (args[0] if what == "input" else result).detach()
+            out[name] = (args[0].detach(), result.detach())
         hooks.append(modules[name].register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -77,22 +78,20 @@ def capture(model: nn.Module, x: torch.Tensor, names, what: str) -> dict:
 def isolated(digital: nn.Module, chip_model: nn.Module, x: torch.Tensor) -> dict:
     """Each analog layer of the chip run on the digital model's own input to that layer, against the digital layer."""
     names = [n for n, _ in analog_layers(chip_model)]
-    inputs = capture(digital, x, names, "input")
-    outputs = capture(digital, x, names, "output")
+    seen = capture(digital, x, names)
     modules = dict(chip_model.named_modules())
     with torch.no_grad():
-        return {n: channel_stats(outputs[n], modules[n](inputs[n])) for n in names}
+        return {n: channel_stats(seen[n][1], modules[n](seen[n][0])) for n in names}
 
 
 def in_network(digital: nn.Module, chip_model: nn.Module, x: torch.Tensor) -> dict:
     """The input of every BatchNorm layer, and the output of the last analog layer (key ``"output"``: the logits,
     which no BN statistic reaches), with the whole network analog, against the digital model's."""
-    names = [n for n, m in chip_model.named_modules() if is_batchnorm(m)]
-    d, a = capture(digital, x, names, "input"), capture(chip_model, x, names, "input")
-    stats = {n: channel_stats(d[n], a[n]) for n in names}
     last = analog_layers(chip_model)[-1][0]
-    stats["output"] = channel_stats(capture(digital, x, [last], "output")[last],
-                                    capture(chip_model, x, [last], "output")[last])
+    names = [n for n, m in chip_model.named_modules() if is_batchnorm(m)]
+    d, a = capture(digital, x, names + [last]), capture(chip_model, x, names + [last])
+    stats = {n: channel_stats(d[n][0], a[n][0]) for n in names}
+    stats["output"] = channel_stats(d[last][1], a[last][1])
     return stats
 
 
@@ -108,6 +107,9 @@ def main():
     p.add_argument("--time", default="1y")
     p.add_argument("--chips", type=int, default=5)
     p.add_argument("--images", type=int, default=500, help="val images (held out of training)")
+    p.add_argument("--model", choices=("digital", "hwa"), default="digital",
+                   help="the model deployed: the digital one (reference: itself) or the HWA one (reference: the same "
+                        "analog model before programming, clean weights through the same periphery)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="results/noise_models/why")
     args = p.parse_args()
@@ -118,21 +120,23 @@ def main():
     task = nb.get_task("cifar10")
     result = {"command": "python examples/reproduce/noise_why.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()), "commit": code_commit(), "time_s": t,
-        "images": f"{args.images} val images (the first of the 5,000 held out of training, in order)", "settings": {}}
+        "model": args.model, "images": f"{args.images} val images (the first of the 5,000 held out of training, in order)", "settings": {}}
     start = time.perf_counter()
     for name in [s for s in args.settings.split(",") if s]:
         sub = setting_config(config, name)
         cmp = Comparison(task, sub, base=Path.cwd(), device=args.device, progress=False)
         val_x, _ = cmp.task.split("val")
         x = normalize(val_x[: args.images]).to(cmp.device)
-        spec = cmp.model("resnet32", needs_hwa=False)
+        spec = cmp.model("resnet32", needs_hwa=args.model == "hwa")
+        source = "hwa" if args.model == "hwa" else "default"
+        reference = spec.analog["hwa"].eval() if args.model == "hwa" else spec.digital
         chips = []
         for k in range(args.chips):
-            chip = nb.Chip(spec.analog["default"], int(sub.get("seed", 0)) + k, device=cmp.device).drift_to(t)
-            entry = {"isolated": isolated(spec.digital, chip.model, x),
-                     "gdc": in_network(spec.digital, chip.model, x)}
+            chip = nb.Chip(spec.analog[source], int(sub.get("seed", 0)) + k, device=cmp.device).drift_to(t)
+            entry = {"isolated": isolated(reference, chip.model, x),
+                     "gdc": in_network(reference, chip.model, x)}
             nb.calibrate_bn(chip.model, cmp.bn_calib, num_samples=cmp.calib_samples, **cmp.method_data.calibrate_kwargs)
-            entry["nabn"] = in_network(spec.digital, chip.model, x)
+            entry["nabn"] = in_network(reference, chip.model, x)
             chips.append(entry)
             print(f"{name} chip {k}: {time.perf_counter() - start:.0f} s", flush=True)
         result["settings"][name] = {"description": nb.noise_setting(name).description, "chips": chips}
