@@ -19,8 +19,8 @@ source examples/reproduce/device_lib.sh
 start_clock 550
 TASK=${TASK:?TASK=camvid or pennfudan}; STAGE=${STAGE:?STAGE=train, compare or all}
 [ "$STAGE" = all ] && TRAIN_SECONDS=${TRAIN_SECONDS:-230}
-[ -n "${LOCAL:-}" ] || install_site || exit 1
-export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+use_site || exit 1
+export PYTHONPATH=$site$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 DEVICE=${DEVICE:-cuda}; OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 DATA=${DATA:-/tmp/data/$TASK}

@@ -23,6 +23,7 @@ BN layer and the logits, mean over chips) and ``why.png`` (isolated SNR per laye
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -95,9 +96,9 @@ def in_network(digital: nn.Module, chip_model: nn.Module, x: torch.Tensor) -> di
     return stats
 
 
-def median(values):
-    values = sorted(values)
-    return values[len(values) // 2] if len(values) % 2 else 0.5 * (values[len(values) // 2 - 1] + values[len(values) // 2])
+def over_chips(chips, part: str, layer: str, key: str) -> float:
+    """The mean over chips of one statistic (``key``) of one layer in one part (isolated, gdc or nabn)."""
+    return statistics.fmean(c[part][layer][key] for c in chips)
 
 
 def main():
@@ -120,7 +121,8 @@ def main():
     task = nb.get_task("cifar10")
     result = {"command": "python examples/reproduce/noise_why.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()), "commit": code_commit(), "time_s": t,
-        "model": args.model, "images": f"{args.images} val images (the first of the 5,000 held out of training, in order)", "settings": {}}
+        "model": args.model, "settings": {},
+        "images": f"{args.images} val images (the first of the 5,000 held out of training, in order)"}
     start = time.perf_counter()
     for name in [s for s in args.settings.split(",") if s]:
         sub = setting_config(config, name)
@@ -158,21 +160,23 @@ def write_summary(result: dict, out: Path) -> None:
     for name, entry in result["settings"].items():
         chips = entry["chips"]
         layers = list(chips[0]["isolated"])
-        per_layer = {k: [sum(c["isolated"][n][k] for c in chips) / len(chips) for n in layers]
+        per_layer = {k: [over_chips(chips, "isolated", n, k) for n in layers]
                      for k in ("snr_db", "mean_shift_sd", "std_ratio")}
+        median = {k: statistics.median(v) for k, v in per_layer.items()}
         last_bn = [n for n in chips[0]["gdc"] if n != "output"][-1]
-        rho_gdc = sum(c["gdc"][last_bn]["rho2"] for c in chips) / len(chips)
-        rho_nabn = sum(c["nabn"][last_bn]["rho2"] for c in chips) / len(chips)
-        logits = {k: sum(c[k]["output"]["rho2"] for c in chips) / len(chips) for k in ("gdc", "nabn")}
-        lines.append(f"| {name} | {median(per_layer['snr_db']):.1f} | {median(per_layer['mean_shift_sd']):.2f} | "
-                     f"{median(per_layer['std_ratio']):.2f} | {rho_gdc:.3f} | {rho_nabn:.3f} | {logits['gdc']:.3f} | "
-                     f"{logits['nabn']:.3f} | {sum(c['nabn']['output']['mean_shift_sd'] for c in chips) / len(chips):.2f} |")
+        lines.append(f"| {name} | {median['snr_db']:.1f} | {median['mean_shift_sd']:.2f} | {median['std_ratio']:.2f} | "
+                     f"{over_chips(chips, 'gdc', last_bn, 'rho2'):.3f} | "
+                     f"{over_chips(chips, 'nabn', last_bn, 'rho2'):.3f} | "
+                     f"{over_chips(chips, 'gdc', 'output', 'rho2'):.3f} | "
+                     f"{over_chips(chips, 'nabn', 'output', 'rho2'):.3f} | "
+                     f"{over_chips(chips, 'nabn', 'output', 'mean_shift_sd'):.2f} |")
         ax.plot(range(len(layers)), per_layer["snr_db"], marker="o", markersize=3, label=name)
     ax.set_xlabel("analog layer (input to output)")
     ax.set_ylabel("SNR after per-channel affine fit (dB)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    save_figure(fig, out / "why.png", f"ResNet-32, {nb.time_label(result['time_s'])} after programming, each layer alone")
+    save_figure(fig, out / "why.png",
+                f"ResNet-32, {nb.time_label(result['time_s'])} after programming, each layer alone")
     (out / "why.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
