@@ -123,6 +123,9 @@ def test_reproduce_noise_runs_a_tiny_table_end_to_end(tmp_path, monkeypatch, cap
     assert "nabn recovers" in (out / "table.md").read_text() and (out / "recovered.png").stat().st_size > 0
     run = json.loads((out / "run.json").read_text())
     assert run["commit"] and "reram_wan2022" in run["descriptions"]
+    # the rows' own commits are recorded beside the table's (a re-render may come from a later commit)
+    assert set(run["setting_commits"]) == {"pcm", "reram_wan2022", "gauss_mul_0.1"} and run["target"]["loss"] == 2.0
+    assert all(e["target"] in ("met", "missed", "n/a") for e in table)
     sweep = json.loads((out / "settings" / "gauss_mul_0.1" / "main" / "sweep_config.json").read_text())
     assert "gauss_mul_0.1" in json.dumps(sweep)
     # a rerun reads the finished settings back without re-entering them (several processes, one table) ...
@@ -141,6 +144,26 @@ def test_reproduce_noise_runs_a_tiny_table_end_to_end(tmp_path, monkeypatch, cap
     # a setting that cannot run at a configured time is refused before anything runs
     assert cli.main(["reproduce", "cifar10", "--out", str(tmp_path / "x"), "--set", 'hardware.noise="reram_wan2022"']) == 2
     assert "defined at 1s, 1d, 2d only" in capsys.readouterr().err
+
+
+def test_the_target_applies_only_where_gdc_loses_more_than_its_threshold():
+    from aihwkit_nabn.evaluation.noise_table import _markdown, _table, recovered_fraction, target_status
+
+    assert target_status(7.5, 0.70, (2.0, 0.5)) == "met" and target_status(75.0, 0.41, (2.0, 0.5)) == "missed"
+    assert target_status(2.0, 0.10, (2.0, 0.5)) == "n/a" and target_status(0.0, None, (2.0, 0.5)) == "n/a"
+    assert target_status(5.0, 0.49, (2.0, 0.5)) == "missed" and target_status(5.0, 0.6, (2.0, 0.7)) == "missed"
+
+    def summary(digital, gdc, nabn):
+        return [{"model": "m", "metric": "acc", "method": k, "time_s": 31536000.0, "mean": v, "std": 0.0,
+                 "n_chips": 5} for k, v in (("digital", digital), ("gdc", gdc), ("nabn", nabn))]
+
+    table = _table({"big": summary(91.0, 81.0, 81.04), "small": summary(91.0, 90.0, 89.0)})
+    assert [e["target"] for e in table] == ["missed", "n/a"]
+    text = _markdown(table)
+    # a share that rounds to zero from below prints as 0 %, not -0 %
+    assert recovered_fraction(91.0, 81.0, 80.99) < 0 and "| 0 % | missed |" in _markdown(
+        _table({"x": summary(91.0, 81.0, 80.99)}))
+    assert "| 0 % | missed |" in text and "| -100 % | n/a |" in text and "more than 2 points" in text
 
 
 def test_sweep_and_reproduce_take_a_noise_setting(tmp_path, capsys):

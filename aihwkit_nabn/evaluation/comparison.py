@@ -114,7 +114,8 @@ SCHEMA: Dict[str, Dict[str, Callable[[str, Any], Any]]] = {
     "retention": {"models": _part_models, "calibrate_at": _times, "times": _times, "chips": _int(1)},
     "calib_size": {"models": _part_models, "sizes": _int_list, "time": _time, "chips": _int(1)},
     "noise": {"settings": lambda n, v: [check_choice(n, x, list_noise_settings()) for x in _str_list(n, v)],
-              "task": check_str},
+              "task": check_str, "target_loss": lambda n, v: check_float(n, v, minimum=0.0),
+              "target_share": lambda n, v: check_float(n, v, minimum=0.0)},
 }
 _MODEL_KEYS = {"digital": check_str, "hwa": check_str}
 _REQUIRED = {"data": ("calib_samples", "labeled_samples"), "sweep": ("times", "chips")}

@@ -6,8 +6,12 @@ at the times the setting supports (all of the config's times, or the setting's o
 1 s / 1 d / 2 d); a setting already finished there with the same config is read back, so several processes can
 each run some of the settings into one folder and a last run with all of them writes the table. It then writes
 ``rows.csv`` (every setting's rows with a ``setting`` column), ``table.md`` / ``table.json`` (rows: settings;
-columns: methods at the last time, mean ± std over chips), ``recovered.png`` (the share of the gdc loss that nabn
-recovers, per setting and time) and ``run.json``.
+columns: methods at the last time, mean ± std over chips, and whether the setting meets the target),
+``recovered.png`` (the share of the gdc loss that nabn recovers, per setting and time) and ``run.json``.
+
+The target (issue 14's, overridable as ``[noise] target_loss`` / ``target_share``): where ``gdc`` loses more than
+2 points against ``digital`` at the last time, ``nabn`` recovers at least half of that loss. Below 2 points the share
+is a ratio of two small, noisy differences; the table says "n/a" there and the heat map hatches those cells.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from ..analog.noise_settings import noise_setting
 from ..analog.times import time_label
@@ -32,9 +37,11 @@ from .journal import read_rows
 from .report import summarize
 from .task import Task
 
-__all__ = ["run_noise_table", "check_noise_table", "recovered_fraction", "setting_config"]
+__all__ = ["run_noise_table", "check_noise_table", "recovered_fraction", "setting_config", "target_status"]
 
 PathLike = Union[str, Path]
+TARGET_LOSS = 2.0  # points of the metric gdc must lose before the target applies
+TARGET_SHARE = 0.5  # share of that loss nabn must recover
 
 
 def recovered_fraction(digital: float, gdc: float, nabn: float) -> Optional[float]:
@@ -98,20 +105,43 @@ def run_noise_table(task: Task, config: Mapping[str, Any], out_dir: PathLike, *,
         writer.writeheader()
         writer.writerows(rows)
     summaries = {name: summarize([r for r in rows if r["setting"] == name]) for name in names}
-    table = _table(summaries)
+    noise = config.get("noise", {})
+    target = (float(noise.get("target_loss", TARGET_LOSS)), float(noise.get("target_share", TARGET_SHARE)))
+    table = _table(summaries, target)
     (out_dir / "table.json").write_text(json.dumps(table, indent=1) + "\n")
-    (out_dir / "table.md").write_text(_markdown(table))
-    _heat_map(summaries, sorted({float(r["time_s"]) for r in rows}), out_dir / "recovered.png")
+    (out_dir / "table.md").write_text(_markdown(table, target))
+    _heat_map(summaries, sorted({float(r["time_s"]) for r in rows}), out_dir / "recovered.png", target[0])
+    # the table may be written by a later commit than the rows (a re-render from the journals): record both
     run = {"command": command, "commit": code_commit(), "task": task.name, "settings": names,
+           "setting_commits": {n: _commit_of(out_dir / "settings" / n) for n in names},
            "descriptions": {n: noise_setting(n).description for n in names},
+           "target": {"loss": target[0], "share": target[1]},
            "wall_seconds": round(time.perf_counter() - start, 1), "config": config}
     (out_dir / "run.json").write_text(json.dumps(run, indent=1, default=str) + "\n")
     return run
 
 
-def _table(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> List[Dict[str, Any]]:
-    """One entry per (setting, model, metric) at the setting's last time: every method's mean and std, and the
-    share of gdc's loss that nabn recovers (``summaries``: each setting's row summaries, in table order)."""
+def _commit_of(folder: Path) -> Optional[str]:
+    """The commit recorded in a setting's ``run.json`` (None when it has none)."""
+    try:
+        return json.loads((folder / "run.json").read_text()).get("commit")
+    except (OSError, ValueError):
+        return None
+
+
+def target_status(gdc_loss: float, recovered: Optional[float], target: Tuple[float, float]) -> str:
+    """``"met"`` or ``"missed"`` where gdc loses more than ``target[0]`` points (nabn must recover at least
+    ``target[1]`` of the loss), else ``"n/a"``."""
+    if recovered is None or not gdc_loss > target[0]:
+        return "n/a"
+    return "met" if recovered >= target[1] else "missed"
+
+
+def _table(summaries: Mapping[str, Sequence[Mapping[str, Any]]],
+           target: Tuple[float, float] = (TARGET_LOSS, TARGET_SHARE)) -> List[Dict[str, Any]]:
+    """One entry per (setting, model, metric) at the setting's last time: every method's mean and std, the
+    share of gdc's loss that nabn recovers and the target's verdict (``summaries``: each setting's row summaries,
+    in table order)."""
     table = []
     for name, summary in summaries.items():
         for model, metric in dict.fromkeys((s["model"], s["metric"]) for s in summary):
@@ -124,55 +154,66 @@ def _table(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> List[Dict[st
             if all(m in at for m in ("digital", "gdc", "nabn")):
                 entry["gdc_loss"] = at["digital"]["mean"] - at["gdc"]["mean"]
                 entry["nabn_recovered"] = recovered_fraction(at["digital"]["mean"], at["gdc"]["mean"], at["nabn"]["mean"])
+                entry["target"] = target_status(entry["gdc_loss"], entry["nabn_recovered"], target)
             table.append(entry)
     return table
 
 
-def _markdown(table: Sequence[Mapping[str, Any]]) -> str:
+def _markdown(table: Sequence[Mapping[str, Any]], target: Tuple[float, float] = (TARGET_LOSS, TARGET_SHARE)) -> str:
     methods = list(dict.fromkeys(m for e in table for m in e["methods"]))
-    lines = ["| setting | model | time | " + " | ".join(methods) + " | gdc loss | nabn recovers |",
-             "|" + " --- |" * (len(methods) + 5)]
+    lines = ["| setting | model | time | " + " | ".join(methods) + " | gdc loss | nabn recovers | target |",
+             "|" + " --- |" * (len(methods) + 6)]
     for e in table:
         cells = [f"{e['methods'][m]['mean']:.2f} ± {e['methods'][m]['std']:.2f}" if m in e["methods"] else ""
                  for m in methods]
         rec = e.get("nabn_recovered")
         lines.append(f"| {e['setting']} | {e['model']} | {e['time_label']} | " + " | ".join(cells)
-                     + f" | {e.get('gdc_loss', float('nan')):.2f} | " + ("—" if rec is None else f"{100 * rec:.0f} %")
-                     + " |")
+                     + f" | {e.get('gdc_loss', float('nan')):.2f} | " + ("—" if rec is None else f"{round(100 * rec)} %")
+                     + f" | {e.get('target', 'n/a')} |")
     lines += ["", "Mean ± sample std over chips at each setting's last drift time; 'nabn recovers' = (nabn − gdc) / "
-              "(digital − gdc), '—' where gdc loses nothing."]
+              "(digital − gdc), '—' where gdc loses nothing; target: where gdc loses more than "
+              f"{target[0]:g} points, nabn recovers at least {100 * target[1]:.0f} % of the loss ('n/a' elsewhere)."]
     return "\n".join(lines) + "\n"
 
 
-def _heat_map(summaries: Mapping[str, Sequence[Mapping[str, Any]]], times: Sequence[float], path: Path) -> None:
-    """Settings x ``times``, colour = the share of gdc's loss that nabn recovers (first model and metric)."""
+def _heat_map(summaries: Mapping[str, Sequence[Mapping[str, Any]]], times: Sequence[float], path: Path,
+              min_loss: float = TARGET_LOSS) -> None:
+    """Settings x ``times``, colour = the share of gdc's loss that nabn recovers (first model and metric); each cell
+    also names gdc's loss, and cells where it is at most ``min_loss`` points are hatched (the share is unreliable)."""
     names = list(summaries)
-    grid = []
+    grid, losses = [], []
     for summary in summaries.values():
-        if not summary:
-            grid.append([math.nan] * len(times))
-            continue
-        model, metric = summary[0]["model"], summary[0]["metric"]
-        at = {(s["method"], s["time_s"]): s["mean"] for s in summary if s["model"] == model and s["metric"] == metric}
-        line = []
-        for t in times:
-            if all((m, t) in at for m in ("digital", "gdc", "nabn")):
-                rec = recovered_fraction(at[("digital", t)], at[("gdc", t)], at[("nabn", t)])
-                line.append(math.nan if rec is None else rec)
-            else:
-                line.append(math.nan)
-        grid.append(line)
-    fig = Figure(figsize=(1.2 * len(times) + 3.5, 0.42 * len(names) + 1.6))
+        share_line, loss_line = [math.nan] * len(times), [math.nan] * len(times)
+        if summary:
+            model, metric = summary[0]["model"], summary[0]["metric"]
+            at = {(s["method"], s["time_s"]): s["mean"] for s in summary
+                  if s["model"] == model and s["metric"] == metric}
+            for j, t in enumerate(times):
+                if all((m, t) in at for m in ("digital", "gdc", "nabn")):
+                    rec = recovered_fraction(at[("digital", t)], at[("gdc", t)], at[("nabn", t)])
+                    share_line[j] = math.nan if rec is None else 100 * rec
+                    loss_line[j] = at[("digital", t)] - at[("gdc", t)]
+        grid.append(share_line)
+        losses.append(loss_line)
+    fig = Figure(figsize=(1.3 * len(times) + 3.8, 0.5 * len(names) + 1.9))
     ax = fig.subplots()
-    image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    image = ax.imshow(grid, vmin=0.0, vmax=100.0, cmap="viridis", aspect="auto")
     for i, line in enumerate(grid):
         for j, value in enumerate(line):
-            if not math.isnan(value):
-                ax.text(j, i, f"{100 * value:.0f}", ha="center", va="center",
-                        color="white" if value < 0.5 else "black", fontsize=8)
+            loss = losses[i][j]
+            small = not loss > min_loss  # also NaN: no comparison at this time
+            if small and not math.isnan(loss):
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="white", alpha=0.75, hatch="///",
+                                       edgecolor="0.6", linewidth=0))
+            if not math.isnan(loss):
+                share = "—" if math.isnan(value) else f"{round(value)} %"  # round: no "-0"
+                ax.text(j, i, f"{share}\ngdc −{loss:.1f}" if loss > 0 else f"{share}\ngdc +{-loss:.1f}",
+                        ha="center", va="center", fontsize=7,
+                        color="black" if small or value >= 50 else "white")
     ax.set_xticks(range(len(times)), [time_label(t) for t in times])
     ax.set_yticks(range(len(names)), list(names))
-    ax.set_xlabel("time after programming")
-    ax.set_title("share of the gdc loss that nabn recovers (%)")
-    fig.colorbar(image, ax=ax)
+    ax.set_xlabel(f"time after programming (hatched: gdc loses at most {min_loss:g} points; "
+                  "second line: gdc's loss against digital)")
+    ax.set_title("share of the gdc loss that nabn recovers")
+    fig.colorbar(image, ax=ax, label="% of gdc's loss recovered")
     save_figure(fig, path)

@@ -13,13 +13,16 @@
 # The table never reads the val split (the comparison's main part only), so the thinned pack is enough.
 # env: TASK (camvid or pennfudan), PACK (.gpucarry/${TASK}_notval.pack.tar), DATA (/tmp/data/$TASK: unpacked once per
 #      machine), RUNS (runs/noise_$TASK), NOISE_SET (more "--set k=v"), and every variable of gpu_noise.sh
-#      (CALL_SECONDS, PARALLEL, DEVICE, LOCAL, BNFT_GRAPH: off unless set)
+#      (CALL_SECONDS, PARALLEL: 1 unless set, DEVICE, LOCAL, BNFT_GRAPH: off unless set)
+# One process by default: on the H100 (79 GiB) four CamVid processes ran out of memory at once, each deploying a
+# setting's model (aihwkit's input-range calibration caches 128 full-size images' layer inputs: 16 GiB asked for on
+# top of 6-31 GiB per process; results/noise_models/camvid/in_progress/noise_part*.log).
 set -uo pipefail
 TASK=${TASK:?TASK=camvid or pennfudan}
 source examples/reproduce/device_lib.sh
 use_site || exit 1
 DATA=${DATA:-/tmp/data/$TASK}; PACK=${PACK:-.gpucarry/${TASK}_notval.pack.tar}
 [ -e "$DATA" ] || PYTHONPATH=$site$PWD python3 examples/reproduce/device_pack.py unpack "$PACK" "$DATA" || exit 1
-export NOISE_CONFIG=aihwkit_nabn/tasks/$TASK/noise.toml RUNS=${RUNS:-runs/noise_$TASK}
+export PARALLEL=${PARALLEL:-1} NOISE_CONFIG=aihwkit_nabn/tasks/$TASK/noise.toml RUNS=${RUNS:-runs/noise_$TASK}
 export NOISE_SET="--set data.source=\"$DATA\" ${NOISE_SET:-}"
 exec bash examples/reproduce/gpu_noise.sh
