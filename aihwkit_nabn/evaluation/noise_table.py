@@ -90,6 +90,7 @@ def run_noise_table(task: Task, config: Mapping[str, Any], out_dir: PathLike, *,
     names = list(configs)
     out_dir = Path(out_dir)
     start = time.perf_counter()
+    commit = code_commit()  # before anything is written: a re-render into a committed folder must not read dirty
     rows: List[Dict[str, Any]] = []
     for name, sub in configs.items():
         folder = out_dir / "settings" / name
@@ -112,7 +113,7 @@ def run_noise_table(task: Task, config: Mapping[str, Any], out_dir: PathLike, *,
     (out_dir / "table.md").write_text(_markdown(table, target))
     _heat_map(summaries, sorted({float(r["time_s"]) for r in rows}), out_dir / "recovered.png", target[0])
     # the table may be written by a later commit than the rows (a re-render from the journals): record both
-    run = {"command": command, "commit": code_commit(), "task": task.name, "settings": names,
+    run = {"command": command, "commit": commit, "task": task.name, "settings": names,
            "setting_commits": {n: _commit_of(out_dir / "settings" / n) for n in names},
            "descriptions": {n: noise_setting(n).description for n in names},
            "target": {"loss": target[0], "share": target[1]},
