@@ -440,6 +440,7 @@ def run_comparison(task: Task, config: Mapping[str, Any], out_dir: PathLike, *, 
             raise ConfigError(f"models {unknown} are not in the config; it has {model_names}")
         model_names = [m for m in model_names if m in models]
     start = time.perf_counter()
+    commit = code_commit()  # before anything is written: a rerun into a committed folder must not read dirty
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cmp = Comparison(task, config, base=base or Path.cwd(), device=device, progress=progress, ray=ray)
@@ -483,7 +484,7 @@ def run_comparison(task: Task, config: Mapping[str, Any], out_dir: PathLike, *, 
     if rows.get("main"):
         plot_accuracy_vs_cost(rows["main"], costs, out_dir / "accuracy_vs_cost.png", times[-1])
     run = {
-        "command": command, "commit": code_commit(), "task": task.name, "wall_seconds": round(time.perf_counter() - start, 1),
+        "command": command, "commit": commit, "task": task.name, "wall_seconds": round(time.perf_counter() - start, 1),
         "part_seconds": timings, "device": device_name(cmp.device), "torch": torch.__version__, "config": config,
         "hwa_training": {n: {k: m.get(k) for k in ("seconds", "epochs", "accuracy", "device", "command")}
                          for n, m in cmp.hwa_meta.items()},
