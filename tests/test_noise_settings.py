@@ -126,6 +126,12 @@ def test_reproduce_noise_runs_a_tiny_table_end_to_end(tmp_path, monkeypatch, cap
     # the rows' own commits are recorded beside the table's (a re-render may come from a later commit)
     assert set(run["setting_commits"]) == {"pcm", "reram_wan2022", "gauss_mul_0.1"} and run["target"]["loss"] == 2.0
     assert all(e["target"] in ("met", "missed", "n/a") for e in table)
+    paired = json.loads((out / "paired.json").read_text())
+    # each setting's paired differences at its own last time: Wan2022 at 2 d, the others at 1 y
+    assert {(p["setting"], p["time_label"]) for p in paired} == {("pcm", "1y"), ("reram_wan2022", "2d"),
+                                                                 ("gauss_mul_0.1", "1y")}
+    assert {(p["a"], p["b"]) for p in paired} >= {("nabn", "gdc"), ("hwa+nabn", "hwa")}
+    assert "nabn − gdc" in (out / "paired.md").read_text()
     sweep = json.loads((out / "settings" / "gauss_mul_0.1" / "main" / "sweep_config.json").read_text())
     assert "gauss_mul_0.1" in json.dumps(sweep)
     # a rerun reads the finished settings back without re-entering them (several processes, one table) ...

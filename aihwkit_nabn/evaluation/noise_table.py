@@ -6,7 +6,8 @@ at the times the setting supports (all of the config's times, or the setting's o
 1 s / 1 d / 2 d); a setting already finished there with the same config is read back, so several processes can
 each run some of the settings into one folder and a last run with all of them writes the table. It then writes
 ``rows.csv`` (every setting's rows with a ``setting`` column), ``table.md`` / ``table.json`` (rows: settings;
-columns: methods at the last time, mean ± std over chips, and whether the setting meets the target),
+columns: methods at the last time, mean ± std over chips, and whether the setting meets the target), ``paired.md`` /
+``paired.json`` (the paired differences that answer which method to use, per setting at its last time),
 ``recovered.png`` (the share of the gdc loss that nabn recovers, per setting and time) and ``run.json``.
 
 The target (issue 14's, overridable as ``[noise] target_loss`` / ``target_share``): where ``gdc`` loses more than
@@ -34,6 +35,7 @@ from ..utils.provenance import code_commit
 from .comparison import check_config, finished, run_comparison
 from .figures import save_figure
 from .journal import read_rows
+from .paired import paired_differences
 from .report import summarize
 from .task import Task
 
@@ -111,6 +113,9 @@ def run_noise_table(task: Task, config: Mapping[str, Any], out_dir: PathLike, *,
     table = _table(summaries, target)
     (out_dir / "table.json").write_text(json.dumps(table, indent=1) + "\n")
     (out_dir / "table.md").write_text(_markdown(table, target))
+    paired = _paired_at_last_time(rows, names)
+    (out_dir / "paired.json").write_text(json.dumps(paired, indent=1) + "\n")
+    (out_dir / "paired.md").write_text(_paired_markdown(paired))
     _heat_map(summaries, sorted({float(r["time_s"]) for r in rows}), out_dir / "recovered.png", target[0])
     # the table may be written by a later commit than the rows (a re-render from the journals): record both
     run = {"command": command, "commit": commit, "task": task.name, "settings": names,
@@ -158,6 +163,46 @@ def _table(summaries: Mapping[str, Sequence[Mapping[str, Any]]],
                 entry["target"] = target_status(entry["gdc_loss"], entry["nabn_recovered"], target)
             table.append(entry)
     return table
+
+
+# the questions the table answers, as paired differences (a - b) on the same chips
+PAIRS = (("nabn", "gdc"), ("bnft", "nabn"), ("hwa", "gdc"), ("hwa+nabn", "hwa"), ("hwa+nabn", "nabn"),
+         ("hwa+nabn", "bnft"))
+
+
+def _paired_at_last_time(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> List[Dict[str, Any]]:
+    """Every setting's paired differences of :data:`PAIRS` at its last time (each entry with its ``setting``)."""
+    out = []
+    for name in names:
+        mine = [r for r in rows if r["setting"] == name]
+        if not mine:
+            continue
+        t_last = max(float(r["time_s"]) for r in mine)
+        out += [{"setting": name, **p} for p in paired_differences(mine, PAIRS) if p["time_s"] == t_last]
+    return out
+
+
+def _paired_markdown(paired: Sequence[Mapping[str, Any]]) -> str:
+    """Rows: (setting, model, metric, time); columns: the pairs; "mean [low, high]", bold where resolved."""
+    pairs = [f"{a} − {b}" for a, b in PAIRS]
+    cell = {(p["setting"], p["model"], p["metric"], f"{p['a']} − {p['b']}"): p for p in paired}
+    keys = list(dict.fromkeys((p["setting"], p["model"], p["metric"], p["time_label"]) for p in paired))
+    lines = ["| setting | model | metric | time | " + " | ".join(pairs) + " |", "|" + " --- |" * (len(pairs) + 4)]
+    for setting, model, metric, label in keys:
+        cells = []
+        for pair in pairs:
+            p = cell.get((setting, model, metric, pair))
+            if p is None:
+                cells.append("")
+            elif p["ci_low"] is None:
+                cells.append(f"{p['mean']:+.2f} (1 chip)")
+            else:
+                text = f"{p['mean']:+.2f} [{p['ci_low']:+.2f}, {p['ci_high']:+.2f}]"
+                cells.append(f"**{text}**" if p["resolved"] else text)
+        lines.append(f"| {setting} | {model} | {metric} | {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Paired per-chip differences at each setting's last time (same chips for both methods): mean "
+              "[95 % t confidence interval]; bold: the interval excludes zero."]
+    return "\n".join(lines) + "\n"
 
 
 def _markdown(table: Sequence[Mapping[str, Any]], target: Tuple[float, float] = (TARGET_LOSS, TARGET_SHARE)) -> str:
