@@ -35,7 +35,7 @@ from ..utils.provenance import code_commit
 from .comparison import check_config, finished, run_comparison
 from .figures import save_figure
 from .journal import read_rows
-from .paired import paired_differences
+from .paired import paired_cell, paired_differences
 from .report import summarize
 from .task import Task
 
@@ -189,16 +189,7 @@ def _paired_markdown(paired: Sequence[Mapping[str, Any]]) -> str:
     keys = list(dict.fromkeys((p["setting"], p["model"], p["metric"], p["time_label"]) for p in paired))
     lines = ["| setting | model | metric | time | " + " | ".join(pairs) + " |", "|" + " --- |" * (len(pairs) + 4)]
     for setting, model, metric, label in keys:
-        cells = []
-        for pair in pairs:
-            p = cell.get((setting, model, metric, pair))
-            if p is None:
-                cells.append("")
-            elif p["ci_low"] is None:
-                cells.append(f"{p['mean']:+.2f} (1 chip)")
-            else:
-                text = f"{p['mean']:+.2f} [{p['ci_low']:+.2f}, {p['ci_high']:+.2f}]"
-                cells.append(f"**{text}**" if p["resolved"] else text)
+        cells = [paired_cell(cell.get((setting, model, metric, pair))) for pair in pairs]
         lines.append(f"| {setting} | {model} | {metric} | {label} | " + " | ".join(cells) + " |")
     lines += ["", "Paired per-chip differences at each setting's last time (same chips for both methods): mean "
               "[95 % t confidence interval]; bold: the interval excludes zero."]

@@ -23,7 +23,7 @@ from scipy import stats
 from ..analog.times import time_label
 from .figures import method_style, save_figure, time_axis
 
-__all__ = ["paired_differences", "paired_markdown", "plot_loss_vs_digital", "write_paired", "t_half_width"]
+__all__ = ["paired_differences", "paired_markdown", "paired_cell", "plot_loss_vs_digital", "write_paired", "t_half_width"]
 
 
 def _chip(row: Mapping[str, Any]) -> Any:
@@ -90,6 +90,16 @@ def paired_differences(rows: Sequence[Mapping[str, Any]], pairs: Optional[Sequen
     return out
 
 
+def paired_cell(p: Optional[Mapping[str, Any]], digits: int = 2) -> str:
+    """Return one paired difference as a Markdown cell: "mean [low, high]", bold when resolved; "" for None."""
+    if p is None:
+        return ""
+    if p["ci_low"] is None:
+        return f"{p['mean']:+.{digits}f} (1 chip)"
+    text = f"{p['mean']:+.{digits}f} [{p['ci_low']:+.{digits}f}, {p['ci_high']:+.{digits}f}]"
+    return f"**{text}**" if p["resolved"] else text
+
+
 def paired_markdown(paired: Sequence[Mapping[str, Any]], digits: int = 2) -> str:
     """Return a Markdown table: one row per (model, metric, ``a - b``), one column per time,
     "mean [low, high]" with the resolved cells (interval excluding zero) in bold."""
@@ -99,16 +109,7 @@ def paired_markdown(paired: Sequence[Mapping[str, Any]], digits: int = 2) -> str
     lines = ["| model | metric | difference | " + " | ".join(time_label(t) for t in times) + " |",
              "|" + " --- |" * (len(times) + 3)]
     for model, metric, a, b in keys:
-        cells = []
-        for t in times:
-            p = cell.get((model, metric, a, b, t))
-            if p is None:
-                cells.append("")
-            elif p["ci_low"] is None:
-                cells.append(f"{p['mean']:+.{digits}f} (1 chip)")
-            else:
-                text = f"{p['mean']:+.{digits}f} [{p['ci_low']:+.{digits}f}, {p['ci_high']:+.{digits}f}]"
-                cells.append(f"**{text}**" if p["resolved"] else text)
+        cells = [paired_cell(cell.get((model, metric, a, b, t)), digits) for t in times]
         lines.append(f"| {model} | {metric} | {a} − {b} | " + " | ".join(cells) + " |")
     conf = sorted({p["confidence"] for p in paired})
     n = sorted({p["n_chips"] for p in paired})
