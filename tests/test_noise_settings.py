@@ -112,10 +112,13 @@ def test_reproduce_noise_runs_a_tiny_table_end_to_end(tmp_path, monkeypatch, cap
             "models": f'{{r = {{digital = "{tmp_path / "r.pt"}", hwa = "{tmp_path / "h.pt"}"}}}}',
             "sweep.times": '["1s", "1y"]', "sweep.chips": "2", "bnft.steps": "1", "bnft.batch_size": "4",
             "noise.settings": '["pcm", "reram_wan2022", "gauss_mul_0.1"]', "device": '"cpu"'}
+    # processes sharing a GPU take turns at the input-range calibration through the lock the driver names
+    monkeypatch.setenv("AIHWKIT_NABN_DEPLOY_LOCK", str(tmp_path / "deploy.lock"))
     argv = ["reproduce", "noise", "--out", str(out), "--quiet"]
     for key, value in sets.items():
         argv += ["--set", f"{key}={value}"]
     assert cli.main(argv) == 0
+    assert (tmp_path / "deploy.lock").exists()
     table = json.loads((out / "table.json").read_text())
     assert [e["setting"] for e in table] == ["pcm", "reram_wan2022", "gauss_mul_0.1"]
     assert table[1]["time_label"] == "2d" and table[0]["time_label"] == "1y"  # Wan2022 at its own times

@@ -17,6 +17,7 @@ after the data are loaded.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,8 @@ from ..analog.presets import PCMInferencePreset
 from ..analog.times import parse_time, time_label
 from ..errors import ConfigError, DriftTimeError
 from ..utils.checks import check_choice, check_float, check_int, check_list, check_str, check_unique
-from ..utils.devices import device_name, resolve_device
+from ..utils.devices import device_name, release_cached_memory, resolve_device
+from ..utils.locks import DEPLOY_LOCK_ENV, exclusive
 from ..utils.provenance import code_commit
 from .costs import method_costs, plot_accuracy_vs_cost, write_costs
 from .methods import HWA_METHODS, METHOD_NAMES, Method, MethodData, NoiseAwareBN, build_method, check_method_names
@@ -352,7 +354,11 @@ class Comparison:
         rpu = _inference_config(preset, noise)
         analog = to_analog(digital, rpu).to(self.device)
         if rpu.pre_post.input_range.enable:
-            calibrate_input_ranges(analog, self.ir_batches, seed=self.seed, device=self.device)
+            # the calibration caches every layer's inputs; processes sharing a GPU take turns (when the driver names
+            # a lock) and give the memory back after, instead of all peaking at once
+            with exclusive(os.environ.get(DEPLOY_LOCK_ENV)):
+                calibrate_input_ranges(analog, self.ir_batches, seed=self.seed, device=self.device)
+                release_cached_memory(self.device)
         variants = {"default": analog}
         if needs_hwa:
             hwa_model, meta = self.task.load_hwa_model(resolve_path(spec["hwa"], self.base),

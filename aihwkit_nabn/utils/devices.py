@@ -29,3 +29,10 @@ def synchronize(device: Optional[torch.device]) -> None:
     """Wait for the device's queued work (CUDA); a no-op elsewhere. Call before reading a host clock."""
     if device is not None and torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def release_cached_memory(device: Optional[torch.device]) -> None:
+    """Return the CUDA caching allocator's unused blocks to the device (a no-op elsewhere), so that other processes
+    sharing the GPU can use what a finished, memory-hungry step held."""
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()

@@ -16,7 +16,9 @@
 #      (CALL_SECONDS, PARALLEL: 1 unless set, DEVICE, LOCAL, BNFT_GRAPH: off unless set)
 # One process by default: on the H100 (79 GiB) four CamVid processes ran out of memory at once, each deploying a
 # setting's model (aihwkit's input-range calibration caches 128 full-size images' layer inputs: 16 GiB asked for on
-# top of 6-31 GiB per process; results/noise_models/camvid/in_progress/noise_part*.log).
+# top of 6-31 GiB per process; results/noise_models/camvid/in_progress/noise_part*.log). Since then the processes
+# take turns at that calibration and give its memory back after (AIHWKIT_NABN_DEPLOY_LOCK, set by gpu_noise.sh), so
+# PARALLEL=2 may fit CamVid (untested on the GPU); Penn-Fudan's deployment peaks at 3.1 GiB (PARALLEL=3 fits).
 set -uo pipefail
 TASK=${TASK:?TASK=camvid or pennfudan}
 source examples/reproduce/device_lib.sh
