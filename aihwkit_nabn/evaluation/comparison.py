@@ -37,7 +37,8 @@ from ..utils.devices import device_name, release_cached_memory, resolve_device
 from ..utils.locks import DEPLOY_LOCK_ENV, exclusive
 from ..utils.provenance import code_commit
 from .costs import method_costs, plot_accuracy_vs_cost, write_costs
-from .methods import HWA_METHODS, METHOD_NAMES, Method, MethodData, NoiseAwareBN, build_method, check_method_names
+from .methods import (HWA_METHODS, LAUNCH_KWARGS, METHOD_NAMES, Method, MethodData, NoiseAwareBN, build_method,
+                      check_method_names)
 from .report import write_report
 from .sweep import SweepModel, run_sweep
 from .task import EVAL_SPLITS, Task
@@ -412,9 +413,9 @@ def finished(out_dir: PathLike, config: Mapping[str, Any]) -> bool:
         json.loads(json.dumps(config, default=str)))
 
 
-#: Config keys that choose how the work is launched, not what it computes (``bnft.cuda_graph``: compared bit for bit
-#: by benchmarks/bnft_cuda_graph.py): a comparison finished with another value of them counts as finished.
-_LAUNCH_KEYS = (("bnft", "cuda_graph"),)
+#: Config keys that choose how the work is launched, not what it computes (the ``[bnft]`` keys of the fine-tuning
+#: launch options): a comparison finished with another value of them counts as finished.
+_LAUNCH_KEYS = tuple(("bnft", key) for key in sorted(LAUNCH_KWARGS))
 
 
 def _computed(config: Mapping[str, Any]) -> Dict[str, Any]:

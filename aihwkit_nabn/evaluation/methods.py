@@ -215,12 +215,16 @@ class BNFineTune(Method):
             snapshot.restore(chip.model)
 
     def describe(self):
-        # cuda_graph is how the steps are launched, not what they compute (benchmarks/bnft_cuda_graph.py compares
-        # the two bit for bit): left out, so a journal resumes with it on or off; the run's config records it
-        kwargs = {k: describe_value(v) for k, v in self.finetune_kwargs.items() if k != "cuda_graph"}
+        # launch options are left out, so a journal resumes with them on or off; the run's config records them
+        kwargs = {k: describe_value(v) for k, v in self.finetune_kwargs.items() if k not in LAUNCH_KWARGS}
         return {**super().describe(), "num_samples": self.num_samples, "labeled_samples": self.labeled_samples,
                 "steps": self.steps, "lr": self.lr, **kwargs}
 
+
+#: Fine-tuning keyword arguments that choose how the steps are launched, not what they compute (``cuda_graph``:
+#: benchmarks/bnft_cuda_graph.py compares the two bit for bit); a method's description and a comparison's
+#: "finished" check leave them out.
+LAUNCH_KWARGS = frozenset({"cuda_graph"})
 
 #: The method names a sweep or comparison understands, in the comparison's order. ``hwa...`` methods read
 #: the model's ``"hwa"`` analog variant (its HWA-trained checkpoint); ``gdc`` on it is called ``hwa``.
