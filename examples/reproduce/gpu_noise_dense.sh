@@ -5,7 +5,7 @@
 #   here:   python examples/reproduce/device_pack.py pack ../shared/data/camvid_240x180.tar.gz .gpucarry/camvid.pack.tar
 #           python examples/reproduce/device_pack.py thin .gpucarry/camvid.pack.tar .gpucarry/camvid_notval.pack.tar \
 #             --drop camvid/val/ --drop camvid/valannot/      (Penn-Fudan: pennfudan.tar.gz, --stub-pennfudan-val)
-#           bash examples/reproduce/device_tree.sh trim '*camvid*'   (keeps the task's committed checkpoints)
+#           TRIM_RESULTS=1 bash examples/reproduce/device_tree.sh trim '*camvid*.pt'   (keeps the task's checkpoints only: 64 MiB)
 #   device: TASK=camvid COMMIT=<hash> bash examples/reproduce/gpu_noise_dense.sh
 #           carry .gpucarry/aihwkit_site.tar.xz, .gpucarry/camvid_notval.pack.tar and, from the second call,
 #           runs/noise_camvid
