@@ -173,6 +173,8 @@ def test_the_target_applies_only_where_gdc_loses_more_than_its_threshold():
     assert recovered_fraction(91.0, 81.0, 80.99) < 0 and "| 0 % | missed |" in _markdown(
         _table({"x": summary(91.0, 81.0, 80.99)}))
     assert "| 0 % | missed |" in text and "| -100 % | n/a |" in text and "more than 2 points" in text
+    # a task with two metrics (detection: ap50 and map) gets one row per metric, each named
+    assert "| big | m | acc | 1y |" in text
 
 
 def test_sweep_and_reproduce_take_a_noise_setting(tmp_path, capsys):

@@ -198,13 +198,13 @@ def _paired_markdown(paired: Sequence[Mapping[str, Any]]) -> str:
 
 def _markdown(table: Sequence[Mapping[str, Any]], target: Tuple[float, float] = (TARGET_LOSS, TARGET_SHARE)) -> str:
     methods = list(dict.fromkeys(m for e in table for m in e["methods"]))
-    lines = ["| setting | model | time | " + " | ".join(methods) + " | gdc loss | nabn recovers | target |",
-             "|" + " --- |" * (len(methods) + 6)]
+    lines = ["| setting | model | metric | time | " + " | ".join(methods) + " | gdc loss | nabn recovers | target |",
+             "|" + " --- |" * (len(methods) + 7)]
     for e in table:
         cells = [f"{e['methods'][m]['mean']:.2f} ± {e['methods'][m]['std']:.2f}" if m in e["methods"] else ""
                  for m in methods]
         rec = e.get("nabn_recovered")
-        lines.append(f"| {e['setting']} | {e['model']} | {e['time_label']} | " + " | ".join(cells)
+        lines.append(f"| {e['setting']} | {e['model']} | {e['metric']} | {e['time_label']} | " + " | ".join(cells)
                      + f" | {e.get('gdc_loss', float('nan')):.2f} | " + ("—" if rec is None else f"{round(100 * rec)} %")
                      + f" | {e.get('target', 'n/a')} |")
     lines += ["", "Mean ± sample std over chips at each setting's last drift time; 'nabn recovers' = (nabn − gdc) / "
@@ -218,11 +218,12 @@ def _heat_map(summaries: Mapping[str, Sequence[Mapping[str, Any]]], times: Seque
     """Settings x ``times``, colour = the share of gdc's loss that nabn recovers (first model and metric); each cell
     also names gdc's loss, and cells where it is at most ``min_loss`` points are hatched (the share is unreliable)."""
     names = list(summaries)
-    grid, losses = [], []
+    grid, losses, metrics = [], [], set()
     for summary in summaries.values():
         share_line, loss_line = [math.nan] * len(times), [math.nan] * len(times)
         if summary:
             model, metric = summary[0]["model"], summary[0]["metric"]
+            metrics.add(metric)
             at = {(s["method"], s["time_s"]): s["mean"] for s in summary
                   if s["model"] == model and s["metric"] == metric}
             for j, t in enumerate(times):
@@ -251,6 +252,6 @@ def _heat_map(summaries: Mapping[str, Sequence[Mapping[str, Any]]], times: Seque
     ax.set_yticks(range(len(names)), list(names))
     ax.set_xlabel(f"time after programming (hatched: gdc loses at most {min_loss:g} points; "
                   "second line: gdc's loss against digital)")
-    ax.set_title("share of the gdc loss that nabn recovers")
+    ax.set_title("share of the gdc loss that nabn recovers" + (f" ({', '.join(sorted(metrics))})" if metrics else ""))
     fig.colorbar(image, ax=ax, label="% of gdc's loss recovered")
     save_figure(fig, path)
