@@ -30,7 +30,7 @@ export PYTHONPATH=$site$PWD PYTHONUNBUFFERED=1 AIHWKIT_NABN_CIFAR10=${AIHWKIT_NA
 export AIHWKIT_NABN_COMMIT=${COMMIT:-unknown} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 OUT=${OUT:-/tmp/out}; R=${RUNS:-runs/noise_models}; mkdir -p "$OUT" $R
 # the processes take turns at aihwkit's input-range calibration, the deployment's memory peak (aihwkit_nabn/utils/locks.py)
-export AIHWKIT_NABN_DEPLOY_LOCK=${AIHWKIT_NABN_DEPLOY_LOCK:-$R/deploy.lock}
+export AIHWKIT_NABN_DEPLOY_LOCK=${AIHWKIT_NABN_DEPLOY_LOCK:-${TMPDIR:-/tmp}/aihwkit_nabn_deploy.lock}  # one GPU, one lock
 CFG=${NOISE_CONFIG:-aihwkit_nabn/tasks/cifar10/noise.toml}; P=${PARALLEL:-4}
 command -v nvidia-smi > /dev/null && nvidia-smi -L
 # shellcheck disable=SC2086
