@@ -10,14 +10,20 @@ left() {  # seconds left of the budget set by start_clock
 }
 
 install_site() {  # aihwkit into /tmp/site: the slim tarball if carried (slim_site.sh), then any carried wheels
-  # once per machine: a second driver started beside the first must not unpack over files the first imports
-  [ -f /tmp/site/.nabn_installed ] && return 0
+  # once per machine and wheel: a second driver started beside the first must not unpack over files the first
+  # imports, but a wheel carried by a later call to the same machine (pycocotools for detection) is still installed
   mkdir -p /tmp/site
-  if [ -f .gpucarry/aihwkit_site.tar.xz ]; then tar xJf .gpucarry/aihwkit_site.tar.xz -C /tmp/site || return 1; fi
-  if compgen -G ".whl/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || return 1
+  if [ ! -f /tmp/site/.nabn_installed ] && [ -f .gpucarry/aihwkit_site.tar.xz ]; then
+    tar xJf .gpucarry/aihwkit_site.tar.xz -C /tmp/site || return 1
   fi
   touch /tmp/site/.nabn_installed
+  local whl
+  for whl in .whl/*.whl; do
+    [ -f "$whl" ] || continue
+    grep -qxF "$(basename "$whl")" /tmp/site/.nabn_installed && continue
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site "$whl" || return 1
+    basename "$whl" >> /tmp/site/.nabn_installed
+  done
 }
 
 use_site() {  # aihwkit for the driver: install_site and site=/tmp/site: (a PYTHONPATH prefix); LOCAL set: the

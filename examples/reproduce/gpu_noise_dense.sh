@@ -8,7 +8,7 @@
 #           TRIM_RESULTS=1 bash examples/reproduce/device_tree.sh trim '*camvid*.pt'   (keeps the task's checkpoints only: 64 MiB)
 #   device: TASK=camvid COMMIT=<hash> bash examples/reproduce/gpu_noise_dense.sh
 #           carry .gpucarry/aihwkit_site.tar.xz, .gpucarry/camvid_notval.pack.tar and, from the second call,
-#           runs/noise_camvid
+#           runs/noise_camvid; for pennfudan also the pycocotools cp312 wheel in .whl/ (checked before anything runs)
 #   here:   bash examples/reproduce/device_tree.sh restore; cat noise.tgz.part-* | tar xz
 # The table never reads the val split (the comparison's main part only), so the thinned pack is enough.
 # env: TASK (camvid or pennfudan), PACK (.gpucarry/${TASK}_notval.pack.tar), DATA (/tmp/data/$TASK: unpacked once per
@@ -23,6 +23,12 @@ set -uo pipefail
 TASK=${TASK:?TASK=camvid or pennfudan}
 source examples/reproduce/device_lib.sh
 use_site || exit 1
+if [ "$TASK" = pennfudan ] && ! PYTHONPATH=$site$PWD python3 -c "import pycocotools" 2> /dev/null; then
+  # torchmetrics' mAP needs it, and the GPU machine has none: say so before any data is unpacked
+  echo "gpu_noise_dense.sh: pycocotools is not importable: carry its cp312 wheel in .whl/ (pip download --no-deps" \
+       "--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 -d .whl pycocotools)"
+  exit 1
+fi
 DATA=${DATA:-/tmp/data/$TASK}; PACK=${PACK:-.gpucarry/${TASK}_notval.pack.tar}
 [ -e "$DATA" ] || PYTHONPATH=$site$PWD python3 examples/reproduce/device_pack.py unpack "$PACK" "$DATA" || exit 1
 export PARALLEL=${PARALLEL:-1} NOISE_CONFIG=aihwkit_nabn/tasks/$TASK/noise.toml RUNS=${RUNS:-runs/noise_$TASK}
