@@ -21,9 +21,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+from torch import nn
 
 from .._aihwkit.input_ranges import calibrate_input_ranges
 from ..analog.convert import to_analog
@@ -347,19 +348,8 @@ class Comparison:
             return self.models[name]
         spec = self.config["models"][name]
         preset = self.config.get("hardware", {}).get("preset", "hwa")
-        digital_spec = spec["digital"] if self.task.has_model(spec["digital"]) \
-            else resolve_path(spec["digital"], self.base)
-        _, digital, _meta = self.task.load_model(digital_spec)
-        self.trained_params[name] = sum(p.numel() for p in digital.parameters())
         noise = self.config.get("hardware", {}).get("noise")
-        rpu = _inference_config(preset, noise)
-        analog = to_analog(digital, rpu).to(self.device)
-        if rpu.pre_post.input_range.enable:
-            # the calibration caches every layer's inputs; processes sharing a GPU take turns (when the driver names
-            # a lock) and give the memory back after, instead of all peaking at once
-            with exclusive(os.environ.get(DEPLOY_LOCK_ENV)):
-                calibrate_input_ranges(analog, self.ir_batches, seed=self.seed, device=self.device)
-                release_cached_memory(self.device)
+        digital, analog = self.analog_model(name)
         variants = {"default": analog}
         if needs_hwa:
             hwa_model, meta = self.task.load_hwa_model(resolve_path(spec["hwa"], self.base),
@@ -368,6 +358,27 @@ class Comparison:
             self.hwa_meta[name] = meta
         self.models[name] = SweepModel(digital.to(self.device).eval(), variants)
         return self.models[name]
+
+    def analog_model(self, name: str, lean_cache: bool = True) -> Tuple[nn.Module, nn.Module]:
+        """Return the digital model ``name`` of the config and its analog version on the comparison's device,
+        given aihwkit's data-calibrated input ranges when the preset uses them (``lean_cache``: see
+        :func:`~aihwkit_nabn._aihwkit.input_ranges.calibrate_input_ranges`)."""
+        spec = self.config["models"][name]
+        digital_spec = spec["digital"] if self.task.has_model(spec["digital"]) \
+            else resolve_path(spec["digital"], self.base)
+        _, digital, _meta = self.task.load_model(digital_spec)
+        self.trained_params[name] = sum(p.numel() for p in digital.parameters())
+        hardware = self.config.get("hardware", {})
+        rpu = _inference_config(hardware.get("preset", "hwa"), hardware.get("noise"))
+        analog = to_analog(digital, rpu).to(self.device)
+        if rpu.pre_post.input_range.enable:
+            # the calibration caches layer inputs; processes sharing a GPU take turns (when the driver names a lock)
+            # and give the memory back after, instead of all peaking at once
+            with exclusive(os.environ.get(DEPLOY_LOCK_ENV)):
+                calibrate_input_ranges(analog, self.ir_batches, seed=self.seed, device=self.device,
+                                       lean=lean_cache)
+                release_cached_memory(self.device)
+        return digital, analog
 
     def method(self, name: str) -> Method:
         """Return a fresh method object for a name of :data:`~aihwkit_nabn.evaluation.methods.METHOD_NAMES`."""
