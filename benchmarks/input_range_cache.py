@@ -11,8 +11,9 @@ allocated GPU memory, and every tile's input range; then whether the ranges are 
 process's address space on the CPU (aihwkit's hook copies every input row: on 128 CamVid images it passed 16 GiB),
 so a variant past it is recorded as such instead of taking the host's memory. Writes ``--out`` (JSON) and prints it.
 
-    python benchmarks/input_range_cache.py --task camvid --samples 16 --device cpu --limit-gib 20 \\
-        --out results/noise_models/input_range_cache_camvid.json
+    python benchmarks/input_range_cache.py --task camvid --samples 16 --device cpu --limit-gib 18 \\
+        --out results/noise_models/input_range_cache_camvid_cpu.json
+    python benchmarks/input_range_cache.py --task camvid --data /tmp/data/camvid --device cuda --out <file>   (GPU)
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def run_variant(args: argparse.Namespace) -> dict:
     sub = setting_config(config, args.setting)
     if args.samples:
         sub["hardware"]["input_range_samples"] = args.samples
+    if args.data:
+        sub["data"]["source"] = args.data
     cmp = Comparison(get_task(args.task), sub, base=ROOT, device=args.device, progress=False)
     name = next(iter(config["models"]))
     device = torch.device(args.device)
@@ -75,6 +78,7 @@ def main() -> None:
     p.add_argument("--task", required=True)
     p.add_argument("--setting", default="pcm")
     p.add_argument("--samples", type=int, default=None, help="input-range images (default: the config's)")
+    p.add_argument("--data", default=None, help="the task's data folder or archive (default: the config's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--limit-gib", type=float, default=None, help="address-space cap per process (CPU only)")
     p.add_argument("--variants", default=",".join(VARIANTS))
