@@ -83,6 +83,9 @@ def test_reproduce_end_to_end_writes_every_file(tiny_setup):
     sizes = {r["method"]: r["unlabeled_samples"] for r in json.loads((out / "calib_size" / "rows.json").read_text())}
     assert sizes == {"gdc": 0, "nabn[8]": 8, "nabn[16]": 16}
     assert run["wall_seconds"] > 0 and set(run["part_seconds"]) == {"main", "retention", "calib_size"}
+    setup = run["model_setup_seconds"]  # each model set up once, its input ranges calibrated within that time
+    assert set(setup) == set(config["models"])
+    assert all(s["seconds"] >= s["input_range_seconds"] + s["input_range_lock_wait_seconds"] for s in setup.values())
     # a second run resumes every journal and adds nothing
     again = run_comparison(CIFAR10, config, out, progress=False, command="test")
     assert len(json.loads((out / "main" / "rows.json").read_text())) == len(rows)

@@ -341,11 +341,15 @@ class Comparison:
         self.models: Dict[str, SweepModel] = {}
         self.hwa_meta: Dict[str, Dict[str, Any]] = {}
         self.trained_params: Dict[str, int] = {}
+        #: per model: seconds of setting it up in this process (loading, conversion, input ranges, the HWA model),
+        #: and of them the input-range calibration and the wait for the deployment lock before it
+        self.setup_seconds: Dict[str, Dict[str, float]] = {}
 
     def model(self, name: str, needs_hwa: bool) -> SweepModel:
         """Return (and cache) the digital model and its analog variants ``default`` and ``hwa``."""
         if name in self.models and (not needs_hwa or "hwa" in self.models[name].analog):
             return self.models[name]
+        start = time.perf_counter()
         spec = self.config["models"][name]
         preset = self.config.get("hardware", {}).get("preset", "hwa")
         noise = self.config.get("hardware", {}).get("noise")
@@ -357,6 +361,7 @@ class Comparison:
             variants["hwa"] = hwa_model.to(self.device).eval()
             self.hwa_meta[name] = meta
         self.models[name] = SweepModel(digital.to(self.device).eval(), variants)
+        self.setup_seconds.setdefault(name, {})["seconds"] = round(time.perf_counter() - start, 2)
         return self.models[name]
 
     def analog_model(self, name: str, lean_cache: bool = True) -> Tuple[nn.Module, nn.Module]:
@@ -374,10 +379,14 @@ class Comparison:
         if rpu.pre_post.input_range.enable:
             # the calibration caches layer inputs; processes sharing a GPU take turns (when the driver names a lock)
             # and give the memory back after, instead of all peaking at once
+            asked = time.perf_counter()
             with exclusive(os.environ.get(DEPLOY_LOCK_ENV)):
+                got = time.perf_counter()
                 calibrate_input_ranges(analog, self.ir_batches, seed=self.seed, device=self.device,
                                        lean=lean_cache)
                 release_cached_memory(self.device)
+                self.setup_seconds[name] = {"input_range_seconds": round(time.perf_counter() - got, 2),
+                                             "input_range_lock_wait_seconds": round(got - asked, 2)}
         return digital, analog
 
     def method(self, name: str) -> Method:
@@ -506,6 +515,7 @@ def run_comparison(task: Task, config: Mapping[str, Any], out_dir: PathLike, *, 
         "part_seconds": timings, "device": device_name(cmp.device), "torch": torch.__version__, "config": config,
         "hwa_training": {n: {k: m.get(k) for k in ("seconds", "epochs", "accuracy", "device", "command")}
                          for n, m in cmp.hwa_meta.items()},
+        "model_setup_seconds": cmp.setup_seconds,  # of this process: a resumed run sets them up again
     }
     (out_dir / "run.json").write_text(json.dumps(run, indent=1, default=str) + "\n")
     return run
