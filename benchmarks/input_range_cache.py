@@ -96,6 +96,8 @@ def main() -> None:
         lines = child.stdout.strip().splitlines()
         record["variants"][variant] = json.loads(lines[-1]) if child.returncode == 0 and lines else \
             {"variant": variant, "failed": f"exit {child.returncode}: {child.stderr.strip().splitlines()[-1:]}"}
+        if args.out:  # after each variant: a run stopped during the next keeps this one
+            Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     ranges = [v.get("input_ranges") for v in record["variants"].values()]
     record["ranges_equal"] = (all(r is not None for r in ranges) and all(r == ranges[0] for r in ranges)) \
         if len(ranges) > 1 else None
