@@ -13,7 +13,10 @@
 # The table never reads the val split (the comparison's main part only), so the thinned pack is enough.
 # env: TASK (camvid or pennfudan), PACK (.gpucarry/${TASK}_notval.pack.tar), DATA (/tmp/data/$TASK: unpacked once per
 #      machine), RUNS (runs/noise_$TASK), NOISE_SET (more "--set k=v"), and every variable of gpu_noise.sh
-#      (CALL_SECONDS, PARALLEL: 1 unless set, DEVICE, LOCAL, BNFT_GRAPH: off unless set)
+#      (CALL_SECONDS, PARALLEL: 1 unless set, DEVICE, LOCAL, BNFT_GRAPH: off unless set); IR_BENCH (set: first
+#      benchmarks/input_range_cache.py on this device, into $RUNS/input_range_cache_$COMMIT.json, at most
+#      IR_BENCH_SECONDS, 150; IR_BENCH_FLAGS: more of its options, e.g. "--samples 4" in a CPU dry run); CALL_SECONDS
+#      counts from this script's start
 # One process by default: on the H100 (79 GiB) four CamVid processes ran out of memory at once, each deploying a
 # setting's model (aihwkit's input-range calibration caches 128 full-size images' layer inputs: 16 GiB asked for on
 # top of 6-31 GiB per process; results/noise_models/camvid/in_progress/noise_part*.log). Since then the processes
@@ -33,4 +36,12 @@ DATA=${DATA:-/tmp/data/$TASK}; PACK=${PACK:-.gpucarry/${TASK}_notval.pack.tar}
 [ -e "$DATA" ] || PYTHONPATH=$site$PWD python3 examples/reproduce/device_pack.py unpack "$PACK" "$DATA" || exit 1
 export PARALLEL=${PARALLEL:-1} NOISE_CONFIG=aihwkit_nabn/tasks/$TASK/noise.toml RUNS=${RUNS:-runs/noise_$TASK}
 export NOISE_SET="--set data.source=\"$DATA\" ${NOISE_SET:-}"
+if [ -n "${IR_BENCH:-}" ]; then  # aihwkit's input-range cache hook against the lean one, on this GPU, before the table
+  mkdir -p "$RUNS"
+  PYTHONPATH=$site$PWD timeout "${IR_BENCH_SECONDS:-150}" python3 benchmarks/input_range_cache.py --task "$TASK" \
+    --data "$DATA" --device "${DEVICE:-cuda}" --out "$RUNS/input_range_cache_${COMMIT:-unknown}.json" \
+    ${IR_BENCH_FLAGS:-} > "$RUNS/input_range_cache.log" 2>&1; echo "input-range cache benchmark rc=$?"
+fi
+# the table's clock starts now: take off what unpacking (and the benchmark) used of the call
+export CALL_SECONDS=$(( ${CALL_SECONDS:-560} - SECONDS ))
 exec bash examples/reproduce/gpu_noise.sh
