@@ -32,6 +32,15 @@ use_site() {  # aihwkit for the driver: install_site and site=/tmp/site: (a PYTH
   if [ -n "${LOCAL:-}" ]; then site=; else install_site || return 1; fi
 }
 
+require_task_modules() {  # require_task_modules TASK: after use_site, fail with one line if TASK's metric cannot import
+  # (Penn-Fudan's mAP needs pycocotools, which the GPU machine lacks): said before any data is unpacked
+  [ "$1" = pennfudan ] || return 0
+  PYTHONPATH=$site$PWD python3 -c "import pycocotools" 2> /dev/null && return 0
+  echo "pycocotools is not importable: carry its cp312 wheel in .whl/ (pip download --no-deps" \
+       "--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 -d .whl pycocotools)"
+  return 1
+}
+
 graph_choice() {  # graph_choice FILE...: "on" if every bnft/hwa CUDA-graph check FILE (json) chose the graph, else "off"
   # (a missing or unreadable file is a failed check: replaying unchecked graphs could change the results)
   local f

@@ -20,6 +20,7 @@ start_clock 550
 TASK=${TASK:?TASK=camvid or pennfudan}; STAGE=${STAGE:?STAGE=train, compare or all}
 [ "$STAGE" = all ] && TRAIN_SECONDS=${TRAIN_SECONDS:-230}
 use_site || exit 1
+require_task_modules "$TASK" || exit 1
 export PYTHONPATH=$site$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 DEVICE=${DEVICE:-cuda}; OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"

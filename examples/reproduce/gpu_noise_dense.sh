@@ -26,12 +26,7 @@ set -uo pipefail
 TASK=${TASK:?TASK=camvid or pennfudan}
 source examples/reproduce/device_lib.sh
 use_site || exit 1
-if [ "$TASK" = pennfudan ] && ! PYTHONPATH=$site$PWD python3 -c "import pycocotools" 2> /dev/null; then
-  # torchmetrics' mAP needs it, and the GPU machine has none: say so before any data is unpacked
-  echo "gpu_noise_dense.sh: pycocotools is not importable: carry its cp312 wheel in .whl/ (pip download --no-deps" \
-       "--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 -d .whl pycocotools)"
-  exit 1
-fi
+require_task_modules "$TASK" || exit 1
 DATA=${DATA:-/tmp/data/$TASK}; PACK=${PACK:-.gpucarry/${TASK}_notval.pack.tar}
 [ -e "$DATA" ] || PYTHONPATH=$site$PWD python3 examples/reproduce/device_pack.py unpack "$PACK" "$DATA" || exit 1
 export PARALLEL=${PARALLEL:-1} NOISE_CONFIG=aihwkit_nabn/tasks/$TASK/noise.toml RUNS=${RUNS:-runs/noise_$TASK}
