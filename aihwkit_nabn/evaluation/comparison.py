@@ -350,19 +350,21 @@ class Comparison:
         if name in self.models and (not needs_hwa or "hwa" in self.models[name].analog):
             return self.models[name]
         start = time.perf_counter()
-        spec = self.config["models"][name]
-        preset = self.config.get("hardware", {}).get("preset", "hwa")
-        noise = self.config.get("hardware", {}).get("noise")
         digital, analog = self.analog_model(name)
         variants = {"default": analog}
         if needs_hwa:
-            hwa_model, meta = self.task.load_hwa_model(resolve_path(spec["hwa"], self.base),
-                                                       _inference_config(preset, noise))
+            hwa_model, meta = self.task.load_hwa_model(resolve_path(self.config["models"][name]["hwa"], self.base),
+                                                       self.inference_config())
             variants["hwa"] = hwa_model.to(self.device).eval()
             self.hwa_meta[name] = meta
         self.models[name] = SweepModel(digital.to(self.device).eval(), variants)
         self.setup_seconds.setdefault(name, {})["seconds"] = round(time.perf_counter() - start, 2)
         return self.models[name]
+
+    def inference_config(self) -> Any:
+        """Return a fresh inference RPU config of the config's ``[hardware]`` preset and noise setting."""
+        hardware = self.config.get("hardware", {})
+        return _inference_config(hardware.get("preset", "hwa"), hardware.get("noise"))
 
     def analog_model(self, name: str, lean_cache: bool = True) -> Tuple[nn.Module, nn.Module]:
         """Return the digital model ``name`` of the config and its analog version on the comparison's device,
@@ -373,8 +375,7 @@ class Comparison:
             else resolve_path(spec["digital"], self.base)
         _, digital, _meta = self.task.load_model(digital_spec)
         self.trained_params[name] = sum(p.numel() for p in digital.parameters())
-        hardware = self.config.get("hardware", {})
-        rpu = _inference_config(hardware.get("preset", "hwa"), hardware.get("noise"))
+        rpu = self.inference_config()
         analog = to_analog(digital, rpu).to(self.device)
         if rpu.pre_post.input_range.enable:
             # the calibration caches layer inputs; processes sharing a GPU take turns (when the driver names a lock)
