@@ -4,6 +4,7 @@ import importlib.util
 import io
 import json
 import re
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -22,6 +23,24 @@ def test_code_commit_prefers_the_environment_and_else_asks_git(monkeypatch):
     monkeypatch.delenv("AIHWKIT_NABN_COMMIT")
     found = code_commit()
     assert found == "unknown" or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", found), found
+
+
+def test_code_commit_calls_changed_code_dirty_but_not_changed_results(tmp_path, monkeypatch):
+    monkeypatch.delenv("AIHWKIT_NABN_COMMIT", raising=False)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    if subprocess.run(["git", "init", "-q", str(tmp_path)], capture_output=True).returncode:
+        pytest.skip("git not available")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "results" / "rows.csv").write_text("x\n")
+    subprocess.run([*git, "add", "."], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    (tmp_path / "results" / "rows.csv").write_text("x\ny\n")
+    assert code_commit(tmp_path) == head
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert code_commit(tmp_path) == f"{head}-dirty"
 
 
 def _script(name):
