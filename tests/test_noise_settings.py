@@ -1,5 +1,7 @@
 """Every named noise setting builds, programs, drifts and calibrates a tiny model; times and bad names."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -153,6 +155,18 @@ def test_reproduce_noise_runs_a_tiny_table_end_to_end(tmp_path, monkeypatch, cap
     # a setting that cannot run at a configured time is refused before anything runs
     assert cli.main(["reproduce", "cifar10", "--out", str(tmp_path / "x"), "--set", 'hardware.noise="reram_wan2022"']) == 2
     assert "defined at 1s, 1d, 2d only" in capsys.readouterr().err
+
+
+def test_a_setting_config_does_not_depend_on_the_list_it_came_from():
+    # a table's settings list may grow between calls: its finished settings must still be read back
+    from aihwkit_nabn.evaluation.comparison import load_config
+    from aihwkit_nabn.evaluation.noise_table import setting_config
+
+    config = load_config(Path(nb.__file__).resolve().parent / "tasks" / "camvid" / "noise.toml")
+    longer = {**config, "noise": {**config["noise"], "settings": config["noise"]["settings"] + ["gauss_add_0.02"]}}
+    shorter = {**config, "noise": {**config["noise"], "settings": ["pcm"]}}
+    assert setting_config(config, "pcm") == setting_config(longer, "pcm") == setting_config(shorter, "pcm")
+    assert setting_config(config, "pcm")["hardware"]["noise"] == "pcm" and "noise" not in setting_config(config, "pcm")
 
 
 def test_the_target_applies_only_where_gdc_loses_more_than_its_threshold():
