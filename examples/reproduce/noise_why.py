@@ -1,9 +1,10 @@
 """Why calibration recovers little under some noise settings: what the drifted chip does to each layer's signal.
 
 BatchNorm calibration can correct, per channel, a shifted mean and a scaled spread of a layer's output; it cannot
-undo noise that scrambles the outputs within a channel. This script measures both on ResNet-32 (the noise table's
-model and hardware) for each named noise setting at one drift time, on val images (held out of training; never
-test images):
+undo noise that scrambles the outputs within a channel. This script measures both on a noise table's model and
+hardware (the config's task and its first model: ResNet-32 on CIFAR-10, ``unet_small`` on CamVid, ``fcos_small`` on
+Penn-Fudan) for each named noise setting at one drift time, on val images (held out of training; never test
+images):
 
 * per analog layer, *isolated* (the digital model's own input fed to the chip's layer): for every output channel the
   correlation rho between the chip's and the digital output over images and positions; ``1 - rho^2`` is the share of
@@ -11,17 +12,22 @@ test images):
   to-noise ratio after the best such correction, ``10 log10(rho^2 / (1 - rho^2))`` dB; and the statistics that
   calibration does correct: the channel mean's shift (in digital standard deviations) and the spread's ratio;
 * per BatchNorm layer, *in the network* (every layer analog): the same correlation of the BN input after drift
-  compensation alone (``gdc``) and after calibration (``nabn``, 4,096 training-view images as in the table); and
-  the same for the logits (the last analog layer's output, which no BN statistic reaches), with their mean shift.
+  compensation alone (``gdc``) and after calibration (``nabn``, on the table's calibration images); and the same
+  for the output of the last analog layer (the logits; per-pixel class scores for segmentation), which no BN
+  statistic reaches, with its mean shift.
 
 Usage (CPU is enough; minutes per setting):
     python examples/reproduce/noise_why.py --settings pcm,state_independent --time 1y --chips 5 [--model hwa] \
         --images 500 --out results/noise_models/why
+    python examples/reproduce/noise_why.py --config aihwkit_nabn/tasks/camvid/noise.toml --images 16 --device cuda ...
+(CamVid's input-range calibration takes its 128 images in one batch, as in the table: more than 23 GB of host
+memory on the CPU, so a GPU.)
 Writes ``why.json`` (per setting, layer and chip), ``why.md`` (per setting: the medians over layers, the last
 BN layer and the logits, mean over chips) and ``why.png`` (isolated SNR per layer, one line per setting).
 """
 
 import argparse
+import importlib
 import json
 import statistics
 import time
@@ -37,7 +43,6 @@ from aihwkit_nabn.bn.layers import is_batchnorm
 from aihwkit_nabn.evaluation.comparison import Comparison, load_config
 from aihwkit_nabn.evaluation.figures import save_figure
 from aihwkit_nabn.evaluation.noise_table import setting_config
-from aihwkit_nabn.tasks.cifar10.data import normalize
 from aihwkit_nabn.utils.provenance import code_commit
 
 
@@ -96,6 +101,16 @@ def in_network(digital: nn.Module, chip_model: nn.Module, x: torch.Tensor) -> di
     return stats
 
 
+def val_inputs(task, images: int, device) -> object:
+    """The first ``images`` val images as the model takes them: one normalised batch (classification,
+    segmentation) or a list of normalised images (detection), on ``device``."""
+    normalize = importlib.import_module(f"aihwkit_nabn.tasks.{task.name}.data").normalize
+    x = task.split("val")[0][:images]
+    if isinstance(x, list):
+        return [normalize(image).to(device) for image in x]
+    return normalize(x).to(device)
+
+
 def over_chips(chips, part: str, layer: str, key: str) -> float:
     """The mean over chips of one statistic (``key``) of one layer in one part (isolated, gdc or nabn)."""
     return statistics.fmean(c[part][layer][key] for c in chips)
@@ -104,6 +119,7 @@ def over_chips(chips, part: str, layer: str, key: str) -> float:
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="aihwkit_nabn/tasks/cifar10/noise.toml")
+    p.add_argument("--arch", default="", help="the config's model to deploy (default: its first)")
     p.add_argument("--settings", default="pcm,state_independent")
     p.add_argument("--time", default="1y")
     p.add_argument("--chips", type=int, default=5)
@@ -111,25 +127,27 @@ def main():
     p.add_argument("--model", choices=("digital", "hwa"), default="digital",
                    help="the model deployed: the digital one (reference: itself) or the HWA one (reference: the same "
                         "analog model before programming, clean weights through the same periphery)")
+    p.add_argument("--data", default="", help="the dataset's archive or folder (default: the config's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="results/noise_models/why")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    config = load_config(args.config)
+    config = load_config(args.config, {"data.source": args.data} if args.data else None)
     t = nb.parse_time(args.time)
-    task = nb.get_task("cifar10")
+    task = nb.get_task(config.get("noise", {}).get("task", "cifar10"))
+    arch = args.arch or next(iter(config["models"]))
     result = {"command": "python examples/reproduce/noise_why.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()), "commit": code_commit(), "time_s": t,
-        "model": args.model, "settings": {},
-        "images": f"{args.images} val images (the first of the 5,000 held out of training, in order)"}
+        "model": args.model, "task": task.name, "arch": arch, "settings": {},
+        "images": (f"{args.images} val images (the first of the 5,000 held out of training, in order)"
+                   if task.name == "cifar10" else f"the first {args.images} val images, in order")}
     start = time.perf_counter()
     for name in [s for s in args.settings.split(",") if s]:
         sub = setting_config(config, name)
         cmp = Comparison(task, sub, base=Path.cwd(), device=args.device, progress=False)
-        val_x, _ = cmp.task.split("val")
-        x = normalize(val_x[: args.images]).to(cmp.device)
-        spec = cmp.model("resnet32", needs_hwa=args.model == "hwa")
+        x = val_inputs(cmp.task, args.images, cmp.device)
+        spec = cmp.model(arch, needs_hwa=args.model == "hwa")
         source = "hwa" if args.model == "hwa" else "default"
         reference = spec.analog["hwa"].eval() if args.model == "hwa" else spec.digital
         chips = []
@@ -175,8 +193,9 @@ def write_summary(result: dict, out: Path) -> None:
     ax.set_ylabel("SNR after per-channel affine fit (dB)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    # files written before the task and arch were recorded are ResNet-32's
     save_figure(fig, out / "why.png",
-                f"ResNet-32, {nb.time_label(result['time_s'])} after programming, each layer alone")
+                f"{result.get('arch', 'ResNet-32')}, {nb.time_label(result['time_s'])} after programming, each layer alone")
     (out / "why.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
