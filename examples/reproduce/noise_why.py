@@ -130,8 +130,12 @@ def main():
     p.add_argument("--data", default="", help="the dataset's archive or folder (default: the config's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="results/noise_models/why")
+    p.add_argument("--render", action="store_true", help="only write why.md and why.png from --out's why.json")
     args = p.parse_args()
     out = Path(args.out)
+    if args.render:
+        write_summary(json.loads((out / "why.json").read_text()), out)
+        return
     out.mkdir(parents=True, exist_ok=True)
     config = load_config(args.config, {"data.source": args.data} if args.data else None)
     t = nb.parse_time(args.time)
@@ -160,8 +164,9 @@ def main():
             chips.append(entry)
             print(f"{name} chip {k}: {time.perf_counter() - start:.0f} s", flush=True)
         result["settings"][name] = {"description": nb.noise_setting(name).description, "chips": chips}
-    result["seconds"] = round(time.perf_counter() - start, 1)
-    (out / "why.json").write_text(json.dumps(result, indent=1) + "\n")
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        # after every setting: a run cut by its time limit keeps the settings it finished
+        (out / "why.json").write_text(json.dumps(result, indent=1) + "\n")
     write_summary(result, out)
 
 

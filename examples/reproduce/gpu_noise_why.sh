@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Why calibration misses under some settings of a dense task's noise table (examples/reproduce/noise_why.py: each
+# layer's signal after the best per-channel correction, on val images), on the lent GPU. Runs after
+# gpu_noise_dense.sh has unpacked the task's data WITH its val split on this machine: give that script
+# PACK=.gpucarry/<task>.pack.tar (the thinned packs drop or stub val, which this reads; never the test split).
+#   device: TASK=camvid WHY="1y:pcm,read_noise_x4,state_independent,reram_cmo,converter_4bit 2d:reram_wan2022" \
+#             COMMIT=<hash> bash examples/reproduce/gpu_noise_why.sh
+#   here:   cat why_<task>.tgz.part-* | tar xz   (runs/noise_<task>/why_<time>/: why.json, why.md, why.png, why.log)
+# env: TASK, WHY (space-separated TIME:SETTINGS groups, one noise_why.py run each, into $RUNS/why_<time>), CONFIG
+#      (aihwkit_nabn/tasks/$TASK/noise.toml), DATA (/tmp/data/$TASK), RUNS (runs/noise_$TASK), IMAGES (16), CHIPS (5),
+#      DEVICE (cuda), WHY_SECONDS (each group's limit, 240: why.json keeps the settings finished by then), LOCAL (a
+#      dry run on the CPU: this environment's aihwkit), NO_BRING_BACK
+set -uo pipefail
+TASK=${TASK:?TASK=camvid or pennfudan}; WHY=${WHY:?WHY=\"TIME:SETTING,... ...\"}
+source examples/reproduce/device_lib.sh
+use_site || exit 1
+require_task_modules "$TASK" || exit 1
+CONFIG=${CONFIG:-aihwkit_nabn/tasks/$TASK/noise.toml}; DATA=${DATA:-/tmp/data/$TASK}; RUNS=${RUNS:-runs/noise_$TASK}
+[ -e "$DATA" ] || { echo "no data at $DATA: run gpu_noise_dense.sh with PACK=.gpucarry/$TASK.pack.tar first"; exit 1; }
+export AIHWKIT_NABN_COMMIT=${COMMIT:-unknown}
+for group in $WHY; do
+  t=${group%%:*}; settings=${group#*:}
+  mkdir -p "$RUNS/why_$t"
+  PYTHONPATH=$site$PWD timeout "${WHY_SECONDS:-240}" python3 examples/reproduce/noise_why.py --config "$CONFIG" \
+    --data "$DATA" --device "${DEVICE:-cuda}" --time "$t" --settings "$settings" --chips "${CHIPS:-5}" \
+    --images "${IMAGES:-16}" --out "$RUNS/why_$t" > "$RUNS/why_$t/why.log" 2>&1
+  echo "why $t ($settings) rc=$? (commit $AIHWKIT_NABN_COMMIT)"
+done
+bring_back "why_$TASK" "$RUNS"/why_*
