@@ -182,3 +182,18 @@ def test_noise_why_separates_what_a_channel_affine_map_fixes_from_noise():
     images = [torch.randint(0, 256, (3, 4 + k, 5), dtype=torch.uint8, generator=gen) for k in range(3)]
     x = why.val_inputs(Split("pennfudan", images), 2, "cpu")
     assert [tuple(i.shape) for i in x] == [(3, 4, 5), (3, 5, 5)] and x[0].dtype == torch.float32 and x[0].max() <= 1
+
+
+
+def test_noise_why_resumes_only_its_own_measurement(tmp_path):
+    import json  # pylint: disable=import-outside-toplevel
+
+    why = _script("noise_why.py")
+    fresh = {"task": "camvid", "arch": "unet_small", "model": "digital", "time_s": 1.0, "images": "2", "settings": {}}
+    assert why.resumed(tmp_path / "why.json", fresh, 5) is fresh  # nothing written yet
+    old = {**fresh, "settings": {"pcm": {"chips": [{}] * 5}, "reram_cmo": {"chips": [{}] * 3}}}
+    (tmp_path / "why.json").write_text(json.dumps(old))
+    # a setting with all its chips is read back; one with fewer (another --chips) is measured again
+    assert list(why.resumed(tmp_path / "why.json", fresh, 5)["settings"]) == ["pcm"]
+    with pytest.raises(ValueError, match="another measurement"):
+        why.resumed(tmp_path / "why.json", {**fresh, "time_s": 2.0}, 5)

@@ -44,6 +44,7 @@ from aihwkit_nabn.evaluation.comparison import Comparison, load_config
 from aihwkit_nabn.evaluation.figures import save_figure
 from aihwkit_nabn.evaluation.noise_table import setting_config
 from aihwkit_nabn.utils.provenance import code_commit
+from aihwkit_nabn.utils.rng import seeded
 
 
 def channel_stats(digital: torch.Tensor, analog: torch.Tensor) -> dict:
@@ -111,6 +112,21 @@ def val_inputs(task, images: int, device) -> object:
     return normalize(x).to(device)
 
 
+def resumed(path: Path, fresh: dict, chips: int) -> dict:
+    """``fresh`` with the settings an earlier run wrote to ``path`` (why.json) with the same task, model, time and
+    images and ``chips`` chips each (a long run cut by its time limit goes on where it stopped); ``fresh`` alone
+    when there is none. Raises ValueError when ``path`` holds another measurement (it would be overwritten)."""
+    if not path.is_file():
+        return fresh
+    old = json.loads(path.read_text())
+    keys = ("task", "arch", "model", "time_s", "images")
+    if any(old.get(k) != fresh[k] for k in keys):
+        raise ValueError(f"{path} holds another measurement ({', '.join(f'{k}={old.get(k)!r}' for k in keys)}): "
+                         "give another --out")
+    done = {n: e for n, e in old.get("settings", {}).items() if len(e.get("chips", ())) == chips}
+    return {**fresh, "settings": done}
+
+
 def over_chips(chips, part: str, layer: str, key: str) -> float:
     """The mean over chips of one statistic (``key``) of one layer in one part (isolated, gdc or nabn)."""
     return statistics.fmean(c[part][layer][key] for c in chips)
@@ -146,24 +162,38 @@ def main():
         "model": args.model, "task": task.name, "arch": arch, "settings": {},
         "images": (f"{args.images} val images (the first of the 5,000 held out of training, in order)"
                    if task.name == "cifar10" else f"the first {args.images} val images, in order")}
+    try:
+        result = resumed(out / "why.json", result, args.chips)
+    except ValueError as err:
+        raise SystemExit(f"noise_why: {err}") from None
     start = time.perf_counter()
     for name in [s for s in args.settings.split(",") if s]:
+        if name in result["settings"]:
+            print(f"{name}: read back from {out / 'why.json'}", flush=True)
+            continue
         sub = setting_config(config, name)
         cmp = Comparison(task, sub, base=Path.cwd(), device=args.device, progress=False)
         x = val_inputs(cmp.task, args.images, cmp.device)
-        spec = cmp.model(arch, needs_hwa=args.model == "hwa")
+        seed = int(sub.get("seed", 0))
+        # every random draw (input-range calibration, output noise, calibration order) from a stream of its own:
+        # the same numbers whatever ran before in the process
+        with seeded(seed, "noise_why", name, device=cmp.device):
+            spec = cmp.model(arch, needs_hwa=args.model == "hwa")
         source = "hwa" if args.model == "hwa" else "default"
         reference = spec.analog["hwa"].eval() if args.model == "hwa" else spec.digital
         chips = []
         for k in range(args.chips):
-            chip = nb.Chip(spec.analog[source], int(sub.get("seed", 0)) + k, device=cmp.device).drift_to(t)
-            entry = {"isolated": isolated(reference, chip.model, x),
-                     "gdc": in_network(reference, chip.model, x)}
-            nb.calibrate_bn(chip.model, cmp.bn_calib, num_samples=cmp.calib_samples, **cmp.method_data.calibrate_kwargs)
-            entry["nabn"] = in_network(reference, chip.model, x)
+            with seeded(seed + k, "noise_why", name, t, device=cmp.device):
+                chip = nb.Chip(spec.analog[source], seed + k, device=cmp.device).drift_to(t)
+                entry = {"isolated": isolated(reference, chip.model, x),
+                         "gdc": in_network(reference, chip.model, x)}
+                nb.calibrate_bn(chip.model, cmp.bn_calib, num_samples=cmp.calib_samples,
+                                **cmp.method_data.calibrate_kwargs)
+                entry["nabn"] = in_network(reference, chip.model, x)
             chips.append(entry)
             print(f"{name} chip {k}: {time.perf_counter() - start:.0f} s", flush=True)
-        result["settings"][name] = {"description": nb.noise_setting(name).description, "chips": chips}
+        result["settings"][name] = {"description": nb.noise_setting(name).description, "commit": code_commit(),
+                                    "chips": chips}
         result["seconds"] = round(time.perf_counter() - start, 1)
         # after every setting: a run cut by its time limit keeps the settings it finished
         (out / "why.json").write_text(json.dumps(result, indent=1) + "\n")
