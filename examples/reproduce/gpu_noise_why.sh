@@ -5,10 +5,11 @@
 # PACK=.gpucarry/<task>.pack.tar (the thinned packs drop or stub val, which this reads; never the test split).
 #   device: TASK=camvid WHY="1y:pcm,read_noise_x4,state_independent,reram_cmo,converter_4bit 2d:reram_wan2022" \
 #             COMMIT=<hash> bash examples/reproduce/gpu_noise_why.sh
-#   here:   cat why_<task>.tgz.part-* | tar xz   (runs/noise_<task>/why_<time>/: why.json, why.md, why.png, why.log)
+#   here:   cat why_<task>.tgz.part-* | tar xz   (runs/noise_<task>/why[_hwa]_<time>/: why.json, why.md, why.png, why.log)
 # env: TASK, WHY (space-separated TIME:SETTINGS groups, one noise_why.py run each, into $RUNS/why_<time>; SETTINGS
 #      "misses": pcm and the settings of $RUNS/table.json that miss the target at TIME), CONFIG
 #      (aihwkit_nabn/tasks/$TASK/noise.toml), DATA (/tmp/data/$TASK), RUNS (runs/noise_$TASK), IMAGES (16), CHIPS (5),
+#      MODEL (digital, or hwa: the HWA model against itself before programming, into $RUNS/why_hwa_<time>),
 #      DEVICE (cuda), WHY_SECONDS (each group's limit, 240: why.json keeps the settings finished by then), LOCAL (a
 #      dry run on the CPU: this environment's aihwkit), NO_BRING_BACK
 set -uo pipefail
@@ -19,6 +20,7 @@ require_task_modules "$TASK" || exit 1
 CONFIG=${CONFIG:-aihwkit_nabn/tasks/$TASK/noise.toml}; DATA=${DATA:-/tmp/data/$TASK}; RUNS=${RUNS:-runs/noise_$TASK}
 [ -e "$DATA" ] || { echo "no data at $DATA: run gpu_noise_dense.sh with PACK=.gpucarry/$TASK.pack.tar first"; exit 1; }
 export AIHWKIT_NABN_COMMIT=${COMMIT:-unknown}
+MODEL=${MODEL:-digital}; suffix=; [ "$MODEL" = digital ] || suffix=_$MODEL
 misses() {  # misses TIME: pcm (for contrast) and every setting of $RUNS/table.json that misses the target at TIME
   python3 -c "import json, sys; t = json.load(open(sys.argv[1])); print(','.join(dict.fromkeys(['pcm'] + [
 e['setting'] for e in t if e.get('target') == 'missed' and e['time_label'] == sys.argv[2]])))" "$RUNS/table.json" "$1"
@@ -26,10 +28,10 @@ e['setting'] for e in t if e.get('target') == 'missed' and e['time_label'] == sy
 for group in $WHY; do
   t=${group%%:*}; settings=${group#*:}
   if [ "$settings" = misses ]; then settings=$(misses "$t") || { echo "why $t: no $RUNS/table.json to read"; continue; }; fi
-  mkdir -p "$RUNS/why_$t"
+  dir=$RUNS/why${suffix}_$t; mkdir -p "$dir"
   PYTHONPATH=$site$PWD timeout "${WHY_SECONDS:-240}" python3 examples/reproduce/noise_why.py --config "$CONFIG" \
     --data "$DATA" --device "${DEVICE:-cuda}" --time "$t" --settings "$settings" --chips "${CHIPS:-5}" \
-    --images "${IMAGES:-16}" --out "$RUNS/why_$t" > "$RUNS/why_$t/why.log" 2>&1
-  echo "why $t ($settings) rc=$? (commit $AIHWKIT_NABN_COMMIT)"
+    --images "${IMAGES:-16}" --model "$MODEL" --out "$dir" > "$dir/why.log" 2>&1
+  echo "why $MODEL $t ($settings) rc=$? (commit $AIHWKIT_NABN_COMMIT)"
 done
 bring_back "why_$TASK" "$RUNS"/why_*
