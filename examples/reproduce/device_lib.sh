@@ -17,6 +17,11 @@ install_site() {  # aihwkit into /tmp/site: the slim tarball if carried (slim_si
     tar xJf .gpucarry/aihwkit_site.tar.xz -C /tmp/site || return 1
   fi
   touch /tmp/site/.nabn_installed
+  # a Triton kernel cache an earlier call brought back (save_triton_cache): a fresh machine compiles the fused analog
+  # kernels again for every shape otherwise, minutes of CPU at each process's start while the GPU waits
+  if [ ! -f /tmp/site/.triton_cache ] && [ -f .gpucarry/triton_cache.tar.gz ]; then
+    mkdir -p ~/.triton && tar xzf .gpucarry/triton_cache.tar.gz -C ~/.triton && touch /tmp/site/.triton_cache
+  fi
   local whl
   for whl in .whl/*.whl; do
     [ -f "$whl" ] || continue
@@ -51,6 +56,11 @@ graph_choice() {  # graph_choice FILE...: "on" if every bnft/hwa CUDA-graph chec
 json_field() {  # json_field FILE KEY: the top-level value KEY of the JSON file FILE (fails if either is missing)
   python3 -c "import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"
 }
+save_triton_cache() {  # the machine's Triton kernel cache into $OUT/triton_cache.tar.gz; here, keep it as
+  # .gpucarry/triton_cache.tar.gz and carry it, so that the next fresh machine starts with the kernels compiled
+  [ -d ~/.triton/cache ] && tar czf "$OUT/triton_cache.tar.gz" -C ~/.triton cache && ls -la "$OUT/triton_cache.tar.gz"
+}
+
 bring_back() {  # bring_back NAME PATH...: one gzipped tar of PATHs in $OUT, in 15 MB pieces NAME.tgz.part-*
   # NO_BRING_BACK set: nothing (a caller running two drivers side by side packs once, after both)
   [ -n "${NO_BRING_BACK:-}" ] && return 0
