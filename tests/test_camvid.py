@@ -52,6 +52,15 @@ def tiny(tmp_path):
     return _write_camvid(tmp_path / "camvid")
 
 
+def test_model_inputs_are_the_normalised_head_of_the_split(tiny):
+    from aihwkit_nabn.tasks.camvid.data import normalize  # pylint: disable=import-outside-toplevel
+
+    task = nb.get_task("camvid", tiny)
+    x = task.model_inputs("val", 1)
+    assert x.dtype == torch.float32 and torch.equal(x, normalize(task.split("val")[0][:1]))
+    assert not torch.equal(x, normalize(task.split("test")[0][:1]))  # the split asked for, not another
+
+
 def test_reads_a_camvid_folder_and_caches_it(tiny, tmp_path):
     images, labels, names = load_camvid("train", tiny)
     assert images.shape == (6, 3, 24, 32) and images.dtype == torch.uint8

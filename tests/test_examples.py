@@ -165,24 +165,6 @@ def test_noise_why_separates_what_a_channel_affine_map_fixes_from_noise():
     seen = why.capture(model, x, ["0", "1"])
     assert torch.equal(seen["0"][0], x) and torch.equal(seen["0"][1], seen["1"][0])
     assert torch.equal(seen["1"][1], model(x).detach()) and not model[0]._forward_hooks  # hooks removed
-    # the val images as each task's model takes them: one normalised batch, or a list for the detector
-    from aihwkit_nabn.tasks.camvid.data import normalize as camvid_normalize
-
-    class Split:
-        def __init__(self, name, images):
-            self.name, self.images = name, images
-
-        def split(self, which):
-            assert which == "val"  # never the test split
-            return self.images, None
-
-    batch = torch.randint(0, 256, (5, 3, 4, 6), dtype=torch.uint8, generator=gen)
-    x = why.val_inputs(Split("camvid", batch), 3, "cpu")
-    assert torch.equal(x, camvid_normalize(batch[:3]))
-    images = [torch.randint(0, 256, (3, 4 + k, 5), dtype=torch.uint8, generator=gen) for k in range(3)]
-    x = why.val_inputs(Split("pennfudan", images), 2, "cpu")
-    assert [tuple(i.shape) for i in x] == [(3, 4, 5), (3, 5, 5)] and x[0].dtype == torch.float32 and x[0].max() <= 1
-
 
 
 def test_noise_why_resumes_only_its_own_measurement(tmp_path):

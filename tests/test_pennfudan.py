@@ -50,6 +50,16 @@ def tiny(tmp_path):
     return _write_pennfudan(tmp_path / "pf")
 
 
+def test_model_inputs_are_a_list_of_normalised_images(tiny):
+    from aihwkit_nabn.tasks.pennfudan.data import normalize  # pylint: disable=import-outside-toplevel
+
+    task = nb.get_task("pennfudan", tiny)
+    x = task.model_inputs("val", 2)
+    val = task.split("val")[0]
+    assert isinstance(x, list) and len(x) == min(2, len(val))
+    assert all(torch.equal(a, normalize(b)) and a.dtype == torch.float32 for a, b in zip(x, val))
+
+
 def test_reads_boxes_from_the_masks_and_splits_deterministically(tiny):
     splits = {s: load_pennfudan(s, tiny) for s in ("train", "val", "test")}
     names = [n for s in splits.values() for n in s[2]]

@@ -197,6 +197,17 @@ def test_a_held_out_val_split_is_disjoint_stratified_and_seeded():
         split_off_val(labels, 200)
 
 
+def test_cifar10_model_inputs_are_the_normalised_head_of_the_split():
+    from aihwkit_nabn.tasks.cifar10.data import normalize
+    from aihwkit_nabn.tasks.cifar10.task import SHIPPED_SAMPLE
+
+    task = type(CIFAR10)(SHIPPED_SAMPLE)
+    x = task.model_inputs("test", 3)
+    assert x.shape == (3, 3, 32, 32) and torch.equal(x, normalize(task.split("test")[0][:3]))
+    with pytest.raises(ConfigError, match="val_samples"):  # no val split unless one is held out
+        task.model_inputs("val", 3)
+
+
 def test_the_comparison_on_the_val_split_names_its_rows_and_never_calibrates_on_val(tiny_setup):
     tmp_path, config = tiny_setup
     config = load_config(CIFAR10.default_config, {

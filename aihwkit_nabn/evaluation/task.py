@@ -207,6 +207,13 @@ class Task(ABC):
         """
         return calib.head(samples, 256)
 
+    def model_inputs(self, split: str, samples: int, device: Any = None) -> Any:
+        """Return the first ``samples`` images of ``split`` as the model takes them, on ``device``: one normalised
+        batch (classification, segmentation) or a list of normalised images (detection). For per-layer analyses
+        (``examples/reproduce/noise_why.py``) that feed a model directly; the comparison itself uses the batches.
+        """
+        raise NotImplementedError(f"task {self.name!r} does not give its model inputs directly")
+
     def sizes(self) -> Dict[str, int]:
         """Return the number of samples of each split the task reads (for checking requested sizes)."""
         return {}

@@ -27,7 +27,6 @@ BN layer and the logits, mean over chips) and ``why.png`` (isolated SNR per laye
 """
 
 import argparse
-import importlib
 import json
 import statistics
 import time
@@ -102,16 +101,6 @@ def in_network(digital: nn.Module, chip_model: nn.Module, x: torch.Tensor) -> di
     return stats
 
 
-def val_inputs(task, images: int, device) -> object:
-    """The first ``images`` val images as the model takes them: one normalised batch (classification,
-    segmentation) or a list of normalised images (detection), on ``device``."""
-    normalize = importlib.import_module(f"aihwkit_nabn.tasks.{task.name}.data").normalize
-    x = task.split("val")[0][:images]
-    if isinstance(x, list):
-        return [normalize(image).to(device) for image in x]
-    return normalize(x).to(device)
-
-
 def resumed(path: Path, fresh: dict, chips: int) -> dict:
     """``fresh`` with the settings an earlier run wrote to ``path`` (why.json) with the same task, model, time and
     images and ``chips`` chips each (a long run cut by its time limit goes on where it stopped); ``fresh`` alone
@@ -173,7 +162,7 @@ def main():
             continue
         sub = setting_config(config, name)
         cmp = Comparison(task, sub, base=Path.cwd(), device=args.device, progress=False)
-        x = val_inputs(cmp.task, args.images, cmp.device)
+        x = cmp.task.model_inputs("val", args.images, cmp.device)  # never the test split
         seed = int(sub.get("seed", 0))
         # every random draw (input-range calibration, output noise, calibration order) from a stream of its own:
         # the same numbers whatever ran before in the process

@@ -57,6 +57,9 @@ class CamVidTask(Task):
             self._splits[name] = (images, labels.long())
         return self._splits[name]
 
+    def model_inputs(self, split: str, samples: int, device: Any = None) -> Tensor:
+        return normalize(self.split(split)[0][:samples]).to(device)
+
     def sizes(self) -> Dict[str, int]:
         return {"train": 367, "val": 101, "test": 233} if self.source is None else {}
 

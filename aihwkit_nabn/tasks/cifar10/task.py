@@ -133,6 +133,9 @@ class Cifar10Task(Task):
         if self.source != SHIPPED_SAMPLE:
             super().check_source()
 
+    def model_inputs(self, split: str, samples: int, device: Any = None) -> Tensor:
+        return normalize(self.split(split)[0][:samples]).to(device)
+
     def sizes(self) -> Dict[str, int]:
         if self.source == SHIPPED_SAMPLE:
             return {"test": 1000, "train": 512}

@@ -110,6 +110,9 @@ class PennFudanTask(Task):
             self._splits[name] = (images, boxes)
         return self._splits[name]
 
+    def model_inputs(self, split: str, samples: int, device: Any = None) -> List[Tensor]:
+        return [normalize(image).to(device) for image in self.split(split)[0][:samples]]
+
     def sizes(self) -> Dict[str, int]:
         return {"train": 100, "val": 20, "test": 50} if self.source is None else {}
 
