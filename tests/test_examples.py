@@ -179,3 +179,21 @@ def test_noise_why_resumes_only_its_own_measurement(tmp_path):
     assert list(why.resumed(tmp_path / "why.json", fresh, 5)["settings"]) == ["pcm"]
     with pytest.raises(ValueError, match="another measurement"):
         why.resumed(tmp_path / "why.json", {**fresh, "time_s": 2.0}, 5)
+
+
+def test_device_daemon_outlives_its_call_and_reports_its_exit_status(tmp_path):
+    script = EXAMPLES / "reproduce" / "device_daemon.sh"
+
+    def daemon(*args):
+        proc = subprocess.run(["bash", str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        return proc.returncode, proc.stdout.strip()
+
+    # the job runs in a session of its own: the shell that started it has returned before the job ends
+    assert daemon("start", "job", "bash", "-c", "sleep 1; echo journal > out.txt; exit 3")[1].startswith(
+        "daemon job: running")
+    rc, said = daemon("start", "job", "true")
+    assert rc == 1 and "already running" in said  # never two of one job
+    assert daemon("wait", "job", "30") == (0, "daemon job: ended, rc=3")
+    assert (tmp_path / "out.txt").read_text() == "journal\n" and (tmp_path / "runs" / "daemon_job.rc").is_file()
+    assert daemon("status", "other") == (0, "daemon other: never started here")
+    assert daemon("start", "bad name", "true")[0] == 2 and daemon("start", "job")[0] == 2
