@@ -196,4 +196,11 @@ def test_device_daemon_outlives_its_call_and_reports_its_exit_status(tmp_path):
     assert daemon("wait", "job", "30") == (0, "daemon job: ended, rc=3")
     assert (tmp_path / "out.txt").read_text() == "journal\n" and (tmp_path / "runs" / "daemon_job.rc").is_file()
     assert daemon("status", "other") == (0, "daemon other: never started here")
+    # a live process under the recorded pid that started at another time is not the job (a pid reused)
+    daemon("start", "long", "sleep", "30")
+    pid_file = tmp_path / "runs" / "daemon_long.pid"
+    pid, tick = pid_file.read_text().split()
+    pid_file.write_text(f"{pid} {int(tick) + 1}\n")
+    assert daemon("status", "long")[1].startswith("daemon long: gone without an exit status")
+    os.killpg(int(pid), 9)  # the job's whole process group: its session leader and the sleep
     assert daemon("start", "bad name", "true")[0] == 2 and daemon("start", "job")[0] == 2
