@@ -19,9 +19,11 @@
 #      counts from this script's start
 # One process by default: on the H100 (79 GiB) four CamVid processes ran out of memory at once, each deploying a
 # setting's model (aihwkit's input-range calibration caches 128 full-size images' layer inputs: 16 GiB asked for on
-# top of 6-31 GiB per process; results/noise_models/camvid/in_progress/noise_part*.log). Since then the processes
-# take turns at that calibration and give its memory back after (AIHWKIT_NABN_DEPLOY_LOCK, set by gpu_noise.sh), so
-# PARALLEL=2 may fit CamVid (untested on the GPU); Penn-Fudan's deployment peaks at 3.1 GiB (PARALLEL=3 fits).
+# top of 6-31 GiB per process; results/noise_models/camvid/noise_part*.log). Since then the processes take turns at
+# that calibration and give its memory back after (AIHWKIT_NABN_DEPLOY_LOCK, set by gpu_noise.sh): CamVid ran with
+# PARALLEL=2 and 3 on the H100 without a memory error (peaks 59.2 and 46.1 GiB in nvidia-smi:
+# results/noise_models/camvid/gpu_mem_stop30_call3.csv, _call2.csv); Penn-Fudan's deployment peaks at 3.1 GiB
+# (PARALLEL=3 fits).
 set -uo pipefail
 TASK=${TASK:?TASK=camvid or pennfudan}
 source examples/reproduce/device_lib.sh
