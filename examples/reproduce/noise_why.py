@@ -181,8 +181,9 @@ def main():
                 entry["nabn"] = in_network(reference, chip.model, x)
             chips.append(entry)
             print(f"{name} chip {k}: {time.perf_counter() - start:.0f} s", flush=True)
+        # the device per setting: a why resumed elsewhere (the GPU's calls end) may finish on another one
         result["settings"][name] = {"description": nb.noise_setting(name).description, "commit": code_commit(),
-                                    "chips": chips}
+                                    "device": str(cmp.device), "chips": chips}
         result["seconds"] = round(time.perf_counter() - start, 1)
         # after every setting: a run cut by its time limit keeps the settings it finished
         (out / "why.json").write_text(json.dumps(result, indent=1) + "\n")
