@@ -21,7 +21,8 @@
 # env: DEVICE (cuda), CALL_SECONDS (560), NOISE_CONFIG (default: the CIFAR-10 one), NOISE_SET ("--set k=v ..."
 #      overrides, no spaces inside a value), PARALLEL (4), RUNS (runs/noise_models), LOCAL (set: aihwkit is installed
 #      already, e.g. a dry run on the CPU), BNFT_GRAPH (check, the default for the CIFAR-10 config; on; off, the
-#      default for the others), GRAPH_SETTINGS (converter_4bit out_noise_0 out_noise_0.08 reram_cmo), GRAPH_STEPS (50)
+#      default for the others), GRAPH_SETTINGS (converter_4bit out_noise_0 out_noise_0.08 reram_cmo), GRAPH_STEPS (50),
+#      AIHWKIT_NABN_DEPLOY_LOCK (the lock file; set but empty: no lock), OMP_NUM_THREADS (cores / PARALLEL)
 set -uo pipefail
 source examples/reproduce/device_lib.sh
 start_clock 560
@@ -29,9 +30,14 @@ use_site || exit 1
 export PYTHONPATH=$site$PWD PYTHONUNBUFFERED=1 AIHWKIT_NABN_CIFAR10=${AIHWKIT_NABN_CIFAR10:-$PWD/.gpucarry/cifar10_jpg.tar.gz}
 export AIHWKIT_NABN_COMMIT=${COMMIT:-unknown} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 OUT=${OUT:-/tmp/out}; R=${RUNS:-runs/noise_models}; mkdir -p "$OUT" $R
-# the processes take turns at aihwkit's input-range calibration, the deployment's memory peak (aihwkit_nabn/utils/locks.py)
-export AIHWKIT_NABN_DEPLOY_LOCK=${AIHWKIT_NABN_DEPLOY_LOCK:-${TMPDIR:-/tmp}/aihwkit_nabn_deploy.lock}  # one GPU, one lock
+# the processes take turns at aihwkit's input-range calibration, the deployment's memory peak (aihwkit_nabn/utils/locks.py);
+# set but empty: none. Penn-Fudan's deployment peaks at 3.1 GiB, and six processes queueing for its 57-76 s calibrations
+# (`model_setup_seconds` of its settings' run.json) would wait about as long as a setting takes
+export AIHWKIT_NABN_DEPLOY_LOCK=${AIHWKIT_NABN_DEPLOY_LOCK-${TMPDIR:-/tmp}/aihwkit_nabn_deploy.lock}  # one GPU, one lock
 CFG=${NOISE_CONFIG:-aihwkit_nabn/tasks/cifar10/noise.toml}; P=${PARALLEL:-4}
+# the machine's cores shared out among the processes (torch's default is every core for each): the GPU runs the
+# models; what runs on the CPU is mostly one Python thread per process
+n_cpu=$(nproc 2> /dev/null || echo 1); export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( n_cpu / P > 0 ? n_cpu / P : 1 ))}
 command -v nvidia-smi > /dev/null && nvidia-smi -L
 # shellcheck disable=SC2086
 run_noise() {  # the call's time left, less 40 s to bring the results back; none left: rc 124 as for a cut run
