@@ -10,15 +10,19 @@
 #      "misses": pcm and the settings of $RUNS/table.json that miss the target at TIME), CONFIG
 #      (aihwkit_nabn/tasks/$TASK/noise.toml), DATA (/tmp/data/$TASK), RUNS (runs/noise_$TASK), IMAGES (16), CHIPS (5),
 #      MODEL (digital, or hwa: the HWA model against itself before programming, into $RUNS/why_hwa_<time>),
-#      DEVICE (cuda), WHY_SECONDS (each group's limit, 240: why.json keeps the settings finished by then), LOCAL (a
-#      dry run on the CPU: this environment's aihwkit), NO_BRING_BACK
+#      PACK (unpacked into DATA when DATA is missing: the full pack, .gpucarry/$TASK.pack.tar), DEVICE (cuda),
+#      WHY_SECONDS (each group's limit, 240: why.json keeps the settings finished by then), LOCAL (a dry run on the
+#      CPU: this environment's aihwkit), NO_BRING_BACK
 set -uo pipefail
 TASK=${TASK:?TASK=camvid or pennfudan}; WHY=${WHY:?WHY=\"TIME:SETTING,... ...\"}
 source examples/reproduce/device_lib.sh
 use_site || exit 1
 require_task_modules "$TASK" || exit 1
 CONFIG=${CONFIG:-aihwkit_nabn/tasks/$TASK/noise.toml}; DATA=${DATA:-/tmp/data/$TASK}; RUNS=${RUNS:-runs/noise_$TASK}
-[ -e "$DATA" ] || { echo "no data at $DATA: run gpu_noise_dense.sh with PACK=.gpucarry/$TASK.pack.tar first"; exit 1; }
+if [ ! -e "$DATA" ] && [ -n "${PACK:-}" ]; then  # a machine where the table did not run: unpack the carried full pack
+  PYTHONPATH=$site$PWD python3 examples/reproduce/device_pack.py unpack "$PACK" "$DATA" || exit 1
+fi
+[ -e "$DATA" ] || { echo "no data at $DATA: give PACK=.gpucarry/$TASK.pack.tar (the full one: this reads val)"; exit 1; }
 export AIHWKIT_NABN_COMMIT=${COMMIT:-unknown}
 MODEL=${MODEL:-digital}; suffix=; [ "$MODEL" = digital ] || suffix=_$MODEL
 misses() {  # misses TIME: pcm (for contrast) and every setting of $RUNS/table.json that misses the target at TIME
