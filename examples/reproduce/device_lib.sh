@@ -37,6 +37,11 @@ use_site() {  # aihwkit for the driver: install_site and site=/tmp/site: (a PYTH
   if [ -n "${LOCAL:-}" ]; then site=; else install_site || return 1; fi
 }
 
+unpack_data() {  # unpack_data PACK DATA: after use_site, the data pack PACK (device_pack.py) unpacked into DATA,
+  # once per machine (DATA already there: nothing)
+  [ -e "$2" ] || PYTHONPATH=$site$PWD python3 examples/reproduce/device_pack.py unpack "$1" "$2"
+}
+
 require_task_modules() {  # require_task_modules TASK: after use_site, fail with one line if TASK's metric cannot import
   # (Penn-Fudan's mAP needs pycocotools, which the GPU machine lacks): said before any data is unpacked
   [ "$1" = pennfudan ] || return 0

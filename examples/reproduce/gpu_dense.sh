@@ -26,7 +26,7 @@ export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30 PYTORCH_CUDA_ALLOC_CONF=expandable
 DEVICE=${DEVICE:-cuda}; OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 DATA=${DATA:-/tmp/data/$TASK}
 PACK=${PACK:-.gpucarry/$TASK.pack.tar}  # or a thinned pack (device_pack.py thin) for the compare stage
-[ -e "$DATA" ] || python3 examples/reproduce/device_pack.py unpack "$PACK" "$DATA" || exit 1
+unpack_data "$PACK" "$DATA" || exit 1
 cli="python3 -m aihwkit_nabn"
 R=runs/$TASK; mkdir -p $R/train $R/logs
 case $TASK in

@@ -31,7 +31,7 @@ export PYTHONPATH=$site$PWD PYTHONUNBUFFERED=1 AIHWKIT_NABN_CIFAR10=${AIHWKIT_NA
 export AIHWKIT_NABN_COMMIT=${COMMIT:-unknown} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 OUT=${OUT:-/tmp/out}; R=${RUNS:-runs/noise_models}; mkdir -p "$OUT" $R
 # the processes take turns at aihwkit's input-range calibration, the deployment's memory peak (aihwkit_nabn/utils/locks.py);
-# set but empty: none. Penn-Fudan's deployment peaks at 3.1 GiB, and six processes queueing for its 57-76 s calibrations
+# set but empty: none. Penn-Fudan's deployment peaks at 3.1 GiB, and six processes queueing for its 35-77 s calibrations
 # (`model_setup_seconds` of its settings' run.json) would wait about as long as a setting takes
 export AIHWKIT_NABN_DEPLOY_LOCK=${AIHWKIT_NABN_DEPLOY_LOCK-${TMPDIR:-/tmp}/aihwkit_nabn_deploy.lock}  # one GPU, one lock
 CFG=${NOISE_CONFIG:-aihwkit_nabn/tasks/cifar10/noise.toml}; P=${PARALLEL:-4}

@@ -30,7 +30,7 @@ source examples/reproduce/device_lib.sh
 use_site || exit 1
 require_task_modules "$TASK" || exit 1
 DATA=${DATA:-/tmp/data/$TASK}; PACK=${PACK:-.gpucarry/${TASK}_notval.pack.tar}
-[ -e "$DATA" ] || PYTHONPATH=$site$PWD python3 examples/reproduce/device_pack.py unpack "$PACK" "$DATA" || exit 1
+unpack_data "$PACK" "$DATA" || exit 1
 export PARALLEL=${PARALLEL:-1} NOISE_CONFIG=aihwkit_nabn/tasks/$TASK/noise.toml RUNS=${RUNS:-runs/noise_$TASK}
 export NOISE_SET="--set data.source=\"$DATA\" ${NOISE_SET:-}"
 if [ -n "${IR_BENCH:-}" ]; then  # aihwkit's input-range cache hook against the lean one, on this GPU, before the table

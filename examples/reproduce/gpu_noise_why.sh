@@ -19,9 +19,8 @@ source examples/reproduce/device_lib.sh
 use_site || exit 1
 require_task_modules "$TASK" || exit 1
 CONFIG=${CONFIG:-aihwkit_nabn/tasks/$TASK/noise.toml}; DATA=${DATA:-/tmp/data/$TASK}; RUNS=${RUNS:-runs/noise_$TASK}
-if [ ! -e "$DATA" ] && [ -n "${PACK:-}" ]; then  # a machine where the table did not run: unpack the carried full pack
-  PYTHONPATH=$site$PWD python3 examples/reproduce/device_pack.py unpack "$PACK" "$DATA" || exit 1
-fi
+# a machine where the table did not run: the carried full pack unpacked
+[ -n "${PACK:-}" ] && { unpack_data "$PACK" "$DATA" || exit 1; }
 [ -e "$DATA" ] || { echo "no data at $DATA: give PACK=.gpucarry/$TASK.pack.tar (the full one: this reads val)"; exit 1; }
 export AIHWKIT_NABN_COMMIT=${COMMIT:-unknown}
 MODEL=${MODEL:-digital}; suffix=; [ "$MODEL" = digital ] || suffix=_$MODEL
