@@ -179,6 +179,23 @@ def test_noise_why_resumes_only_its_own_measurement(tmp_path):
     assert list(why.resumed(tmp_path / "why.json", fresh, 5)["settings"]) == ["pcm"]
     with pytest.raises(ValueError, match="another measurement"):
         why.resumed(tmp_path / "why.json", {**fresh, "time_s": 2.0}, 5)
+    # input ranges calibrated in other batches are another deployment: not resumed into this one (and back)
+    with pytest.raises(ValueError, match="input_range_batch=None"):
+        why.resumed(tmp_path / "why.json", {**fresh, "input_range_batch": 16}, 5)
+    (tmp_path / "why.json").write_text(json.dumps({**old, "input_range_batch": 16}))
+    with pytest.raises(ValueError, match="input_range_batch=16"):
+        why.resumed(tmp_path / "why.json", fresh, 5)
+
+
+def test_noise_why_records_a_command_that_runs_again():
+    import argparse  # pylint: disable=import-outside-toplevel
+
+    why = _script("noise_why.py")
+    args = argparse.Namespace(config="c.toml", arch="", settings="pcm", time="2d", chips=5, ir_batch=0, render=False)
+    assert why.replayable(args) == ("python examples/reproduce/noise_why.py --config c.toml --settings pcm "
+                                    "--time 2d --chips 5")
+    args.ir_batch, args.render = 16, True
+    assert why.replayable(args).endswith("--chips 5 --ir-batch 16 --render")
 
 
 def test_device_daemon_outlives_its_call_and_reports_its_exit_status(tmp_path):

@@ -147,6 +147,16 @@ def test_calibrate_and_finetune_a_detector_through_the_public_api(tiny):
     assert nb.snapshot_bn(chip.model).equals(before)
 
 
+def test_input_range_batches_keep_calibration_batches_or_regroup_the_same_images(tiny):
+    task = nb.get_task("pennfudan", tiny)
+    calib = [[torch.full((3, 2, 2), float(4 * b + i)) for i in range(4)] for b in range(3)]
+    kept = task.input_range_batches(calib, 10)
+    assert [len(b) for b in kept] == [4, 4, 2]
+    regrouped = task.input_range_batches(calib, 10, batch_size=3)
+    assert [len(b) for b in regrouped] == [3, 3, 3, 1]
+    assert [float(x[0, 0, 0]) for b in regrouped for x in b] == [float(x[0, 0, 0]) for b in kept for x in b]
+
+
 def test_reproduce_pennfudan_end_to_end_writes_every_file(tmp_path, tiny):
     torch.manual_seed(0)
     digital = nb.create_model("fcos_small", **SMALL).eval()

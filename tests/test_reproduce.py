@@ -161,6 +161,21 @@ def test_deployed_input_ranges_do_not_depend_on_the_process_history(tiny_setup):
     assert deployed[0] == deployed[1]
 
 
+def test_input_range_batch_regroups_the_same_images_and_is_recorded(tiny_setup):
+    # hardware.input_range_batch: the same input-range images in smaller batches (to fit memory), recorded in
+    # the sweep's settings because aihwkit draws its cached rows per batch (another, equally drawn deployment)
+    tmp_path, _ = tiny_setup
+    base = {**config_overrides(tiny_setup), "retention.models": [], "calib_size.models": []}
+    one, split = (Comparison(CIFAR10, load_config(CIFAR10.default_config, {**base, **extra}), base=tmp_path,
+                             progress=False) for extra in ({}, {"hardware.input_range_batch": 6}))
+    assert [len(b) for b in one.ir_batches] == [16] and [len(b) for b in split.ir_batches] == [6, 6, 4]
+    assert torch.equal(torch.cat(list(split.ir_batches)), next(iter(one.ir_batches)))
+    rows = split.sweep("main", ["r20"], [split.method("gdc")], [1.0], 1, tmp_path / "split")
+    assert rows and json.loads((tmp_path / "split" / "sweep_config.json").read_text())["input_range_batch"] == 6
+    with pytest.raises(ConfigError, match="input_range_batch"):
+        load_config(CIFAR10.default_config, {**base, "hardware.input_range_batch": 0})
+
+
 def test_merge_comparison_joins_per_model_folders(tiny_setup, tmp_path):
     # examples/reproduce/merge_comparison.py merges folders of `reproduce --models <m>` run in parallel
     import importlib.util

@@ -111,6 +111,7 @@ SCHEMA: Dict[str, Dict[str, Callable[[str, Any], Any]]] = {
              "batch_size": _int(1), "val_samples": _int(0), "calib_view": check_str,
              "eval_split": lambda n, v: check_choice(n, v, EVAL_SPLITS)},
     "hardware": {"preset": lambda n, v: check_choice(n, v, ("hwa", "pcm")), "input_range_samples": _int(1),
+                 "input_range_batch": _int(1),
                  "noise": lambda n, v: check_choice(n, v, list_noise_settings())},
     "sweep": {"times": _times, "chips": _int(1), "methods": _methods},
     "bnft": {"steps": _int(1), "lr": _positive_float, "batch_size": _int(1), "fresh_views": _bool,
@@ -336,8 +337,11 @@ class Comparison:
             finetune_kwargs={**task.finetune_kwargs(), **({"cuda_graph": True} if bnft.get("cuda_graph") else {})},
         )
         self.n_test = getattr(self.metric, "samples", None)
+        hardware = config.get("hardware", {})
+        # the batching is part of the deployment (aihwkit draws its cached rows anew per batch): set only to fit
+        # memory (CamVid's 128 crops in one batch pass 23 GB on the CPU)
         self.ir_batches = task.input_range_batches(
-            self.calib, int(config.get("hardware", {}).get("input_range_samples", 1024)))
+            self.calib, int(hardware.get("input_range_samples", 1024)), hardware.get("input_range_batch"))
         self.models: Dict[str, SweepModel] = {}
         self.hwa_meta: Dict[str, Dict[str, Any]] = {}
         self.trained_params: Dict[str, int] = {}
@@ -414,6 +418,8 @@ class Comparison:
             settings["eval_split"] = self.eval_split
         if bnft.get("fresh_views"):
             settings["labeled_views"] = "augmented anew on every pass (FreshViewBatches)"
+        if hardware.get("input_range_batch"):
+            settings["input_range_batch"] = int(hardware["input_range_batch"])
         if hardware.get("noise"):
             settings["noise_setting"] = f"{hardware['noise']}: {noise_setting(hardware['noise']).description}"
         rows = run_sweep(models, methods, self.metric, out_dir=out_dir, times=times, n_chips=chips, seed=self.seed,

@@ -200,12 +200,14 @@ class Task(ABC):
         """Options ``finetune_bn`` needs for this task's batches (``input_fn``, ``forward_fn``, ...); default none."""
         return {}
 
-    def input_range_batches(self, calib: Any, samples: int) -> Iterable[Any]:
+    def input_range_batches(self, calib: Any, samples: int, batch_size: Optional[int] = None) -> Iterable[Any]:
         """Return the model inputs of the first ``samples`` calibration images, for aihwkit's input-range calibration.
 
-        ``calib`` is what :meth:`calibration_data` returned; the default takes its head in batches of 256.
+        ``calib`` is what :meth:`calibration_data` returned; the default takes its head in batches of ``batch_size``
+        (None: 256). The batching is part of the deployment: aihwkit's ``CACHE_QUANTILE`` keeps a random 1,000 rows
+        drawn anew at every batch, so other batches give other (equally drawn) ranges.
         """
-        return calib.head(samples, 256)
+        return calib.head(samples, batch_size or 256)
 
     def model_inputs(self, split: str, samples: int, device: Any = None) -> Any:
         """Return the first ``samples`` images of ``split`` as the model takes them, on ``device``: one normalised

@@ -108,12 +108,24 @@ def resumed(path: Path, fresh: dict, chips: int) -> dict:
     if not path.is_file():
         return fresh
     old = json.loads(path.read_text())
-    keys = ("task", "arch", "model", "time_s", "images")
-    if any(old.get(k) != fresh[k] for k in keys):
+    keys = ("task", "arch", "model", "time_s", "images", "input_range_batch")  # the last only where it was set
+    if any(old.get(k) != fresh.get(k) for k in keys):
         raise ValueError(f"{path} holds another measurement ({', '.join(f'{k}={old.get(k)!r}' for k in keys)}): "
                          "give another --out")
     done = {n: e for n, e in old.get("settings", {}).items() if len(e.get("chips", ())) == chips}
     return {**fresh, "settings": done}
+
+
+def replayable(args: argparse.Namespace) -> str:
+    """The command line of ``args`` as it can be run again: every option with a value, flags only when set."""
+    words = ["python examples/reproduce/noise_why.py"]
+    for key, value in vars(args).items():
+        option = f"--{key.replace('_', '-')}"
+        if value is True:
+            words.append(option)
+        elif value not in (False, "", None):
+            words.append(f"{option} {value}")
+    return " ".join(words)
 
 
 def over_chips(chips, part: str, layer: str, key: str) -> float:
@@ -135,6 +147,9 @@ def main():
     p.add_argument("--data", default="", help="the dataset's archive or folder (default: the config's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="results/noise_models/why")
+    p.add_argument("--ir-batch", type=int, default=0,
+                   help="input-range calibration images per batch (default: the table's, one batch of up to 256); "
+                        "another deployment of the same images, for a machine the table's batch does not fit")
     p.add_argument("--render", action="store_true", help="only write why.md and why.png from --out's why.json")
     args = p.parse_args()
     out = Path(args.out)
@@ -142,15 +157,18 @@ def main():
         write_summary(json.loads((out / "why.json").read_text()), out)
         return
     out.mkdir(parents=True, exist_ok=True)
-    config = load_config(args.config, {"data.source": args.data} if args.data else None)
+    overrides = {**({"data.source": args.data} if args.data else {}),
+                 **({"hardware.input_range_batch": args.ir_batch} if args.ir_batch else {})}
+    config = load_config(args.config, overrides or None)
     t = nb.parse_time(args.time)
     task = nb.get_task(config.get("noise", {}).get("task", "cifar10"))
     arch = args.arch or next(iter(config["models"]))
-    result = {"command": "python examples/reproduce/noise_why.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()), "commit": code_commit(), "time_s": t,
+    result = {"command": replayable(args), "commit": code_commit(), "time_s": t,
         "model": args.model, "task": task.name, "arch": arch, "settings": {},
         "images": (f"{args.images} val images (the first of the 5,000 held out of training, in order)"
                    if task.name == "cifar10" else f"the first {args.images} val images, in order")}
+    if args.ir_batch:
+        result["input_range_batch"] = args.ir_batch
     try:
         result = resumed(out / "why.json", result, args.chips)
     except ValueError as err:

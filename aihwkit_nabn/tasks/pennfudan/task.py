@@ -160,14 +160,19 @@ class PennFudanTask(Task):
         images, boxes = self._views(samples, seed)
         return self._batches(images, boxes, batch_size, device)
 
-    def input_range_batches(self, calib: List[List[Tensor]], samples: int) -> List[List[Tensor]]:
-        # A detector's input is a list of images: keep whole calibration batches until ``samples`` images.
+    def input_range_batches(self, calib: List[List[Tensor]], samples: int,
+                            batch_size: Optional[int] = None) -> List[List[Tensor]]:
+        # A detector's input is a list of images: keep whole calibration batches until ``samples`` images, or
+        # regroup those images in lists of ``batch_size``.
         out, seen = [], 0
         for images in calib:
             if seen >= samples:
                 break
             out.append(images[:samples - seen])
             seen += len(out[-1])
+        if batch_size:
+            flat = [image for images in out for image in images]
+            out = [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
         return out
 
     def bnft_loss(self):
