@@ -200,7 +200,9 @@ def main():
             chips.append(entry)
             print(f"{name} chip {k}: {time.perf_counter() - start:.0f} s", flush=True)
         # the device per setting: a why resumed elsewhere (the GPU's calls end) may finish on another one
-        result["settings"][name] = {"description": nb.noise_setting(name).description, "commit": code_commit(),
+        # the commit of the code this process imported at its start (read again now, it would name any commit
+        # made while the setting ran)
+        result["settings"][name] = {"description": nb.noise_setting(name).description, "commit": result["commit"],
                                     "device": str(cmp.device), "chips": chips}
         result["seconds"] = round(time.perf_counter() - start, 1)
         # after every setting: a run cut by its time limit keeps the settings it finished
