@@ -152,6 +152,8 @@ def main():
                         "another deployment of the same images, for a machine the table's batch does not fit")
     p.add_argument("--render", action="store_true", help="only write why.md and why.png from --out's why.json")
     args = p.parse_args()
+    if args.ir_batch < 0:
+        p.error(f"--ir-batch must be 1 or more (0: the table's batch), got {args.ir_batch}")
     out = Path(args.out)
     if args.render:
         write_summary(json.loads((out / "why.json").read_text()), out)
