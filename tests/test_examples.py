@@ -221,3 +221,20 @@ def test_device_daemon_outlives_its_call_and_reports_its_exit_status(tmp_path):
     assert daemon("status", "long")[1].startswith("daemon long: gone without an exit status")
     os.killpg(int(pid), 9)  # the job's whole process group: its session leader and the sleep
     assert daemon("start", "bad name", "true")[0] == 2 and daemon("start", "job")[0] == 2
+
+
+def test_why_compare_reports_medians_and_the_largest_layer_difference():
+    compare = _script("why_compare.py").compare
+
+    def why(snr, rho2, device):
+        layer = lambda s, r: {"snr_db": s, "mean_shift_sd": 0.1, "rho2": r}  # noqa: E731
+        chip = {"isolated": {"c1": layer(snr, 0), "c2": layer(snr + 2, 0)},
+                **{part: {"bn1": layer(0, rho2), "output": layer(0, rho2 / 2)} for part in ("gdc", "nabn")}}
+        return {"settings": {"pcm": {"device": device, "chips": [chip, chip]}}}
+
+    out = compare(why(10.0, 0.8, "cuda"), {**why(10.5, 0.6, "cpu"), "input_range_batch": 16}, "pcm")
+    assert out["devices"] == ["cuda", "cpu"] and out["input_range_batch"] == [None, 16]
+    snr = out["statistics"]["isolated.snr_db"]
+    assert snr["median"] == [11.0, 11.5] and snr["max_abs_diff"] == pytest.approx(0.5)
+    rho = out["statistics"]["nabn.rho2"]
+    assert rho["last_bn"] == "bn1" and rho["at_last_bn"] == [0.8, 0.6] and rho["at_output"] == [0.4, 0.3]
