@@ -187,6 +187,13 @@ def test_noise_why_resumes_only_its_own_measurement(tmp_path):
         why.resumed(tmp_path / "why.json", fresh, 5)
 
 
+def test_noise_why_says_a_bad_config_in_one_line(tmp_path, monkeypatch):
+    why = _script("noise_why.py")
+    monkeypatch.setattr("sys.argv", ["noise_why.py", "--config", str(tmp_path / "none.toml"), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"^noise_why: reproduce config .*none\.toml' does not exist$"):
+        why.main()
+
+
 def test_noise_why_records_a_command_that_runs_again():
     import argparse  # pylint: disable=import-outside-toplevel
 

@@ -39,6 +39,7 @@ from torch import nn
 import aihwkit_nabn as nb
 from aihwkit_nabn._aihwkit.tiles import analog_layers
 from aihwkit_nabn.bn.layers import is_batchnorm
+from aihwkit_nabn.errors import ConfigError
 from aihwkit_nabn.evaluation.comparison import Comparison, load_config
 from aihwkit_nabn.evaluation.figures import save_figure
 from aihwkit_nabn.evaluation.noise_table import setting_config
@@ -161,7 +162,10 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     overrides = {**({"data.source": args.data} if args.data else {}),
                  **({"hardware.input_range_batch": args.ir_batch} if args.ir_batch else {})}
-    config = load_config(args.config, overrides or None)
+    try:
+        config = load_config(args.config, overrides or None)
+    except ConfigError as err:  # a missing config or a bad value: one line, as for the package's commands
+        raise SystemExit(f"noise_why: {err}") from None
     t = nb.parse_time(args.time)
     task = nb.get_task(config.get("noise", {}).get("task", "cifar10"))
     arch = args.arch or next(iter(config["models"]))
