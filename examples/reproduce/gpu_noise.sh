@@ -5,9 +5,11 @@
 #   device: COMMIT=<hash> bash examples/reproduce/gpu_noise.sh
 #           carry .gpucarry/aihwkit_site.tar.xz, .gpucarry/cifar10_jpg.tar.gz and, from the second call, runs/noise_models
 #   here:   bash examples/reproduce/device_tree.sh restore; cat noise.tgz.part-* | tar xz
-# PARALLEL processes side by side each run every PARALLEL-th setting of the config's [noise] settings into the same
-# folder (ResNet-32's batches are small, so one process leaves the GPU idle between kernels; how much the sharing
-# gains is not measured: the rows' method_seconds and each setting's wall time tell); once all have finished, one
+# PARALLEL workers side by side take the config's unfinished [noise] settings one at a time, each the next one no
+# other worker has claimed, and run it as its own process into the same folder (a static split left one part with
+# three times the rows of another: Penn-Fudan's reram_wan2022 runs at three times; each setting's process start is
+# seconds with the Triton cache warm). Side by side because one process leaves the GPU mostly idle (ResNet-32's batches
+# are small; Penn-Fudan's three processes used it 17 %); once all have finished, one
 # more run with every setting reads them back and writes the table (a part's own table files, of its settings only,
 # are overwritten then). PARALLEL=1: one process for all (use it when NOISE_SET overrides noise.settings).
 # Checked end to end on the CPU by examples/reproduce/gpu_noise_dryrun.sh (tiny data and models, PARALLEL=2, the graph
@@ -44,10 +46,23 @@ run_noise() {  # the call's time left, less 40 s to bring the results back; none
   local seconds=$(( $(left) - 40 )); [ $seconds -gt 0 ] || { echo "no time left in this call"; return 124; }
   timeout $seconds python3 -m aihwkit_nabn reproduce noise --device ${DEVICE:-cuda} --config "$CFG" --out $R --quiet \
     ${NOISE_SET:-} "$@"; }
-split_settings() {  # every P-th setting of the config, one TOML list per line
-  python3 -c 'import json, sys, tomllib
-names, p = tomllib.load(open(sys.argv[1], "rb"))["noise"]["settings"], int(sys.argv[2])
-print("\n".join(json.dumps(names[k::p]) for k in range(p) if names[k::p]))' "$CFG" "$P"
+pending_settings() {  # the config's settings without a finished run.json in $R, one a line, in the config's order
+  python3 -c 'import sys, tomllib
+from pathlib import Path
+names = tomllib.load(open(sys.argv[1], "rb"))["noise"]["settings"]
+print("\n".join(n for n in names if not (Path(sys.argv[2]) / "settings" / n / "run.json").exists()))' "$CFG" "$R"
+}
+worker() {  # worker K QUEUE: claims the next setting no other worker has (mkdir is atomic) and runs it alone, until
+  # none is left or the call's time is up; rc: the first failure's
+  local k=$1 queue=$2 s rc=0 r
+  while read -r s; do
+    mkdir "$queue/$s" 2> /dev/null || continue
+    run_noise "${graph_set[@]}" --set "noise.settings=[\"$s\"]" >> $R/noise_part$k.log 2>&1; r=$?
+    echo "setting $s rc=$r (worker $k)" >> $R/noise_part$k.log
+    [ $r = 0 ] || { [ $rc = 0 ] && rc=$r; }
+    [ $r = 124 ] && break  # the call's time is up: no other setting can start either
+  done < <(pending_settings)
+  return $rc
 }
 gc=$R/bnft_graph_check_$AIHWKIT_NABN_COMMIT; cifar=aihwkit_nabn/tasks/cifar10/noise.toml
 bnft_graph=${BNFT_GRAPH:-$([ "$CFG" = $cifar ] && echo check || echo off)}  # the check fine-tunes ResNet-32
@@ -66,11 +81,10 @@ graph_set=(); [ $bnft_graph = on ] && graph_set=(--set bnft.cuda_graph=true)
 echo "bnft cuda graph: $bnft_graph (commit $AIHWKIT_NABN_COMMIT)" | tee -a $R/noise.log
 rc=0
 if [ "$P" -gt 1 ]; then
-  pids=(); k=0
-  while read -r subset; do
-    run_noise "${graph_set[@]}" --set "noise.settings=$subset" >> $R/noise_part$k.log 2>&1 & pids+=($!); k=$((k + 1))
-  done < <(split_settings)
+  queue=$(mktemp -d)  # the claims: outside $R, which is brought back
+  pids=(); for k in $(seq 0 $((P - 1))); do worker $k "$queue" & pids+=($!); done
   for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
+  rm -rf "$queue"
   echo "noise parts rc=$rc (commit $AIHWKIT_NABN_COMMIT)" | tee -a $R/noise.log
 fi
 if [ $rc = 0 ]; then  # every setting: the finished ones are read back (PARALLEL=1: this one runs them all)
