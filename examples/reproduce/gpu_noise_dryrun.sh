@@ -6,7 +6,9 @@
 # parts, resume, read-back, table), not of any number.
 #   bash examples/reproduce/gpu_noise_dryrun.sh [FOLDER] [SETTINGS]   (default /tmp/noise_dryrun; every setting: 40 min
 #   on 2 cores, passed; SETTINGS, e.g. '["pcm","reram_wan2022"]', for a quicker one: 6 min, passed, all in the first
-#   call)
+#   call). The workers' queue (gpu_noise.sh) on a config of three settings: NOISE_CONFIG=<copy of the CIFAR-10 one with
+#   settings = ["pcm", "out_noise_0", "read_noise_x0"]> BNFT_GRAPH=off FIRST_CALL_SECONDS=150: one worker ran one
+#   setting, the other two, table written (1 min; the check's json is then absent, so no "dry run complete" line))
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 D=${1:-/tmp/noise_dryrun}; rm -rf "$D"; mkdir -p "$D"
