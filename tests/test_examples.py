@@ -245,3 +245,51 @@ def test_why_compare_reports_medians_and_the_largest_layer_difference():
     assert snr["median"] == [11.0, 11.5] and snr["max_abs_diff"] == pytest.approx(0.5)
     rho = out["statistics"]["nabn.rho2"]
     assert rho["last_bn"] == "bn1" and rho["at_last_bn"] == [0.8, 0.6] and rho["at_output"] == [0.4, 0.3]
+
+
+_FAKE_PYTHON = """#!{python}
+# python3 for gpu_noise.sh: `-m aihwkit_nabn ...` (a setting's run) is recorded, not run; anything else is the real one
+import json, os, sys, time
+from pathlib import Path
+if sys.argv[1:3] != ["-m", "aihwkit_nabn"]:
+    os.execv({python!r}, [{python!r}, *sys.argv[1:]])
+args = sys.argv[3:]
+out = Path(args[args.index("--out") + 1])
+chosen = [json.loads(a.split("=", 1)[1]) for a in args if a.startswith("noise.settings=")]
+with open(os.environ["FAKE_CALLS"], "a") as calls:
+    calls.write(json.dumps(chosen[-1] if chosen else "all") + "\\n")
+time.sleep(0.3)  # long enough for the other worker to claim settings meanwhile
+for name in chosen[-1] if chosen else []:
+    if name == os.environ.get("FAKE_FAIL"):
+        sys.exit(1)
+    (out / "settings" / name).mkdir(parents=True, exist_ok=True)
+    (out / "settings" / name / "run.json").write_text("{{}}")
+"""
+
+
+@pytest.mark.parametrize("fail", ["", "c"])
+def test_gpu_noise_workers_run_each_unfinished_setting_once(tmp_path, fail):
+    # gpu_noise.sh's queue: two workers, four settings, one finished already; python3 is a stand-in that records
+    # which settings each run was given (the real runs are the dry run's: gpu_noise_dryrun.sh)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "python3"
+    fake.write_text(_FAKE_PYTHON.format(python=sys.executable))
+    fake.chmod(0o755)
+    config = tmp_path / "noise.toml"
+    config.write_text('[noise]\nsettings = ["a", "b", "c", "d"]\n')
+    runs = tmp_path / "runs"
+    (runs / "settings" / "b").mkdir(parents=True)
+    (runs / "settings" / "b" / "run.json").write_text("{}")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_CALLS": str(tmp_path / "calls.txt"),
+           "FAKE_FAIL": fail, "LOCAL": "1", "DEVICE": "cpu", "PARALLEL": "2", "NOISE_CONFIG": str(config),
+           "RUNS": str(runs), "OUT": str(tmp_path / "out"), "NO_BRING_BACK": "1", "COMMIT": "test"}
+    proc = subprocess.run(["bash", str(EXAMPLES / "reproduce" / "gpu_noise.sh")], cwd=EXAMPLES.parent, env=env,
+                          capture_output=True, text=True, timeout=120)
+    calls = [json.loads(line) for line in (tmp_path / "calls.txt").read_text().splitlines()]
+    assert sorted(map(str, calls)) == sorted(map(str, [["a"], ["c"], ["d"]] + ([] if fail else ["all"])))
+    assert calls[-1] == "all" if not fail else "all" not in calls
+    logs = "".join(p.read_text() for p in runs.glob("noise_part*.log"))
+    assert sorted(re.findall(r"setting (\w) rc=(\d+)", logs)) == [("a", "0"), ("c", "1" if fail else "0"), ("d", "0")]
+    assert ("noise table done" in proc.stdout) == (not fail)
+    assert f"noise parts rc={1 if fail else 0}" in proc.stdout
